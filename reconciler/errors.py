@@ -1,0 +1,65 @@
+"""The one domain error type, and the exit codes the CLI maps it to.
+
+Every error carries a message that says what went wrong and a hint that says what to do next.
+`temporary` tells the watch loop whether retrying later can help (Docker down, remote unreachable)
+or whether only a new revision can (bad YAML, a refused secret, a config Asterisk rejected).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_ERROR = 1  # invalid input, failed apply (rolled back), failed check
+EXIT_CHANGES = 2  # `plan`: there are changes to apply
+EXIT_UNAVAILABLE = 3  # Docker engine or the Asterisk container cannot be reached
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One validation problem, located in a desired-state file."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+
+
+class ReconcilerError(Exception):
+    exit_code: int = EXIT_ERROR
+    temporary: bool = False
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ValidationFailed(ReconcilerError):
+    """The desired state is invalid; `problems` lists every problem found, in file/line order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        lines = "\n".join(str(p) for p in self.problems)
+        super().__init__(
+            f"{len(self.problems)} problem(s) in the desired state:\n{lines}",
+            "fix the lines above; nothing was rendered or applied",
+        )
+
+
+class AsteriskUnavailable(ReconcilerError):
+    """Docker or the Asterisk container is not reachable: retrying later may succeed."""
+
+    exit_code = EXIT_UNAVAILABLE
+    temporary = True
+
+
+class ApplyFailed(ReconcilerError):
+    """Asterisk refused the change or verification failed; the previous config was restored."""

@@ -1,0 +1,44 @@
+"""Every location and name the reconciler uses, in one object.
+
+Only `Settings.from_env()` reads the environment; every other module takes a Settings, so a test
+points all of it at a temporary directory by constructing one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    desired_dir: Path = Path("desired")
+    templates_dir: Path = REPO_ROOT / "templates"
+    # Docker container that runs Asterisk, and the directory inside it that the reconciler owns.
+    container: str = "gitops-pbx"
+    managed_dir: str = "/etc/asterisk/managed"
+    asterisk_log: str = "/var/log/asterisk/messages.log"
+    # Reconciler state on the reconciler's side: history, suspend flag, git cache.
+    state_dir: Path = Path(".state")
+    # Where secret values come from, in this order: environment, env file, secrets directory.
+    env_file: Path = Path(".env")
+    secrets_dir: Path = Path("/run/secrets")
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        base = cls(
+            desired_dir=Path(env.get("RECONCILER_DESIRED_DIR", "desired")),
+            templates_dir=Path(env.get("RECONCILER_TEMPLATES", str(REPO_ROOT / "templates"))),
+            container=env.get("RECONCILER_CONTAINER", "gitops-pbx"),
+            managed_dir=env.get("RECONCILER_MANAGED_DIR", "/etc/asterisk/managed"),
+            state_dir=Path(env.get("RECONCILER_STATE_DIR", ".state")),
+            env_file=Path(env.get("RECONCILER_ENV_FILE", ".env")),
+            secrets_dir=Path(env.get("RECONCILER_SECRETS_DIR", "/run/secrets")),
+            environ=dict(env),
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
