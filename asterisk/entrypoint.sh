@@ -1,0 +1,32 @@
+#!/bin/sh
+# Write the RTP port range from the environment, then become Asterisk (PID 1, foreground).
+# `core restart` re-executes Asterisk in place, so the container survives it.
+set -eu
+
+RTP_START="${RTP_START:-10000}"
+RTP_END="${RTP_END:-10999}"
+case "$RTP_START$RTP_END" in
+    *[!0-9]*) echo "entrypoint: RTP_START/RTP_END must be numbers (got '$RTP_START'-'$RTP_END')" >&2; exit 64 ;;
+esac
+if [ "$RTP_START" -ge "$RTP_END" ]; then
+    echo "entrypoint: RTP_START ($RTP_START) must be below RTP_END ($RTP_END)" >&2
+    exit 64
+fi
+
+cat > /etc/asterisk/rtp.conf <<CONF
+; Written by the container entrypoint from RTP_START/RTP_END; do not edit.
+[general]
+rtpstart = $RTP_START
+rtpend = $RTP_END
+CONF
+chown root:asterisk /etc/asterisk/rtp.conf
+chmod 0640 /etc/asterisk/rtp.conf
+
+# A named volume mounted over the managed dir starts root-owned: Asterisk must be able to read it.
+chown asterisk:asterisk /etc/asterisk/managed /var/log/asterisk /var/spool/asterisk
+mkdir -p /var/run/asterisk && chown asterisk:asterisk /var/run/asterisk
+
+if [ "$#" -gt 0 ]; then
+    exec "$@"
+fi
+exec /usr/sbin/asterisk -f -U asterisk -G asterisk

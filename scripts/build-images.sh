@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build the project's images, tagged with a hash of their inputs, and skip what is already built.
+#
+#   asterisk-gitops/asterisk:<sha12>   (+ :latest)  from asterisk/
+#   asterisk-gitops/reconciler:<sha12> (+ :latest)  from Dockerfile + pyproject.toml + reconciler/ + templates/
+#
+# The hash covers every input file and the base image id, so an unchanged tree costs one
+# `docker image inspect` per image: that is what keeps CI fast on a machine that built before.
+# Usage: scripts/build-images.sh [asterisk|reconciler]...   (default: both, Asterisk first)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BASE_IMAGE="${BASE_IMAGE:-debian:sid-slim}"
+LOG_DIR="${BUILD_LOG_DIR:-${TMPDIR:-/tmp}/asterisk-gitops-build}"
+export DOCKER_BUILDKIT=0  # buildx is not installed everywhere; the classic builder is enough here
+
+say() { printf '[images] %s\n' "$*" >&2; }
+
+# Hash of the named files/dirs (relative to ROOT) plus the base image id.
+inputs_hash() {
+    local base_id
+    base_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
+    (
+        cd "$ROOT"
+        local p existing=()
+        for p in "$@"; do [ -e "$p" ] && existing+=("$p"); done
+        find "${existing[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -name '*~' -print0 \
+            | LC_ALL=C sort -z | xargs -0 sha256sum
+        echo "base $base_id"
+    ) | sha256sum | cut -c1-12
+}
+
+# build NAME CONTEXT DOCKERFILE INPUT...
+build() {
+    local repo="asterisk-gitops/$1" context="$2" dockerfile="$3"
+    shift 3
+    local tag started log
+    tag="$(inputs_hash "$@")"
+    if docker image inspect "$repo:$tag" >/dev/null 2>&1; then
+        docker tag "$repo:$tag" "$repo:latest"
+        say "$repo:$tag is up to date (tagged :latest)"
+        return 0
+    fi
+    mkdir -p "$LOG_DIR"
+    log="$LOG_DIR/$1.log"
+    say "building $repo:$tag (log: $log)"
+    started=$(date +%s)
+    if ! docker build --build-arg "BASE=$BASE_IMAGE" -f "$dockerfile" -t "$repo:$tag" -t "$repo:latest" \
+        "$context" 2>&1 | tee "$log" | grep --line-buffered -E '^Step [0-9]+/[0-9]+ : ' | sed -u 's/^/[images]   /' >&2; then
+        :
+    fi
+    if ! docker image inspect "$repo:$tag" >/dev/null 2>&1; then
+        say "ERROR: building $repo failed; last lines of $log:"
+        tail -n 25 "$log" >&2
+        exit 1
+    fi
+    say "built $repo:$tag in $(($(date +%s) - started))s"
+}
+
+build_asterisk() {
+    build asterisk "$ROOT/asterisk" "$ROOT/asterisk/Dockerfile" asterisk
+}
+
+build_reconciler() {
+    build reconciler "$ROOT" "$ROOT/Dockerfile" Dockerfile .dockerignore pyproject.toml README.md reconciler templates
+}
+
+main() {
+    "$ROOT/scripts/ensure-docker.sh"
+    "$ROOT/scripts/ensure-base-image.sh"
+    local targets=("$@")
+    [ "${#targets[@]}" -gt 0 ] || targets=(asterisk reconciler)
+    local t
+    for t in "${targets[@]}"; do
+        case "$t" in
+            asterisk) build_asterisk ;;
+            reconciler) build_reconciler ;;
+            *) say "unknown image '$t' (asterisk|reconciler)"; exit 2 ;;
+        esac
+    done
+}
+
+main "$@"
