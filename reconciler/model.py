@@ -1,0 +1,408 @@
+"""The desired state of the PBX as pydantic v2 models, and the checks across them.
+
+Structure (types, unknown keys, ranges) is checked by pydantic; the rules that relate objects to each
+other (a route names a provider that exists, numbers do not collide) live in `cross_check()`, which
+returns every issue with the path of the field it is about, so `load.py` can point at a file and line.
+
+Secrets are never values in these models: a secret field holds a `SecretRef` (a `str` subclass that is
+exactly `${NAME}`); `secrets.py` turns references into values at render time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+Path = tuple[str | int, ...]
+
+SECRET_REF_RE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*)\}$")
+NAME_RE = r"^[a-z][a-z0-9_]*$"
+ROUTE_NAME_RE = r"^[a-z][a-z0-9_-]*$"
+HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+Codec = Literal["ulaw", "alaw", "g722", "g729", "gsm", "ilbc", "opus", "speex", "slin", "h264", "vp8"]
+
+
+class SecretRef(str):
+    """A `${NAME}` secret reference. It is a `str` (the reference text itself, never the value)."""
+
+    @property
+    def name(self) -> str:
+        match = SECRET_REF_RE.match(self)
+        assert match is not None
+        return match.group(1)
+
+
+def _secret_ref(value: Any) -> Any:
+    """A secret field must be a `${NAME}` reference: a literal password would end up in git."""
+    if isinstance(value, str) and not isinstance(value, SecretRef):
+        if SECRET_REF_RE.match(value):
+            return SecretRef(value)
+        if "${" in value:
+            raise ValueError(
+                "a secret reference is written ${NAME} with NAME in upper case letters, digits and _"
+            )
+        raise ValueError(
+            "a literal secret is not allowed in desired/ (secrets never live in git); "
+            "write a reference like ${EXT_4001_PASSWORD} and provide its value in the environment, "
+            "the env file or /run/secrets"
+        )
+    return value
+
+
+def _maybe_secret_ref(value: Any) -> Any:
+    """A field that may be a literal (a user name) or a `${NAME}` reference."""
+    if isinstance(value, str) and not isinstance(value, SecretRef) and SECRET_REF_RE.match(value):
+        return SecretRef(value)
+    if isinstance(value, str) and "${" in value:
+        raise ValueError(
+            "a secret reference is written ${NAME} with NAME in upper case letters, digits and _"
+        )
+    return value
+
+
+def _literal_or_ref(value: str) -> str:
+    """A literal (a user name) or a `${NAME}` reference. Literals end up in Asterisk config lines:
+    refuse what would break or extend a line."""
+    value = _maybe_secret_ref(value)
+    if not isinstance(value, SecretRef) and not re.fullmatch(r"[A-Za-z0-9_.+@-]+", value):
+        raise ValueError("may contain only letters, digits and _ . + @ - (or be a ${NAME} reference)")
+    return value
+
+
+Secret = Annotated[
+    str,
+    AfterValidator(_secret_ref),
+    Field(
+        description="A secret reference ${NAME}; the value comes from the environment, the env file "
+        "or /run/secrets/NAME.",
+        json_schema_extra={"pattern": SECRET_REF_RE.pattern},
+    ),
+]
+MaybeSecret = Annotated[str, AfterValidator(_literal_or_ref)]
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f'must be a quoted string of digits, e.g. "{value}" (YAML reads {value} as a number)'
+        )
+    return value
+
+
+Digits = Annotated[
+    str, BeforeValidator(_digits), Field(pattern=r"^[0-9]{1,15}$", description="Digits only, quoted.")
+]
+Port = Annotated[int, Field(ge=1, le=65535, description="A port number, 1-65535.")]
+
+
+def _ip(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+def _net(value: str) -> str:
+    ipaddress.ip_network(value, strict=False)
+    return value
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not HOST_RE.match(value):
+            raise ValueError("must be a host name or an IP address") from None
+    return value
+
+
+IpAddress = Annotated[str, AfterValidator(_ip), Field(description="An IPv4 or IPv6 address.")]
+Host = Annotated[str, AfterValidator(_host), Field(description="A host name or IP address.")]
+Network = Annotated[str, AfterValidator(_net), Field(description="An address or CIDR, e.g. 192.168.1.0/24.")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class PbxSettings(_Model):
+    """PBX-wide settings: where SIP listens, which address goes into SDP, NAT and codecs."""
+
+    bind: IpAddress = Field(
+        "127.0.0.1", description="Address the SIP transports bind to (0.0.0.0 for a LAN PBX)."
+    )
+    port: Port = Field(5060, description="UDP/TCP SIP port.")
+    tls_port: Port = Field(5061, description="TLS transport port (rendered only when a provider uses tls).")
+    media_address: IpAddress | None = Field(
+        "127.0.0.1", description="Address put in SDP and used for RTP (null: Asterisk decides)."
+    )
+    external_address: Host | None = Field(None, description="Public address of the PBX behind NAT.")
+    local_net: list[Network] = Field(default_factory=list, description="Networks that are not behind NAT.")
+    codecs: list[Codec] = Field(
+        default_factory=lambda: ["ulaw", "alaw"], min_length=1, description="Codecs, in order of preference."
+    )
+
+
+with warnings.catch_warnings():
+    # `register` is the documented YAML key; it shadows only ABCMeta.register, which nothing here uses.
+    warnings.filterwarnings("ignore", message='Field name "register"')
+
+    class _ProviderBase(_Model):
+        register: bool = Field(False, description="Keep an outbound registration with the provider.")
+
+
+class Provider(_ProviderBase):
+    """A SIP trunk to a provider. `name` is the PJSIP endpoint name."""
+
+    name: str = Field(pattern=NAME_RE, max_length=40, description="Lower case letters, digits, _.")
+    host: Host = Field(description="Provider's SIP host name or IP address.")
+    port: Port = Field(5060, description="Provider's SIP port (default 5061 for tls, 5060 otherwise).")
+    transport: Literal["udp", "tcp", "tls"] = Field("udp", description="udp, tcp or tls.")
+    username: MaybeSecret = Field(description="Account user name: a literal or a ${NAME} reference.")
+    password: Secret = Field(description="Account password: must be a ${NAME} reference.")
+    match: list[Network] = Field(
+        default_factory=list,
+        description="identify match for inbound calls; default the provider's host:port "
+        "(a bare address would make every sender from that address the trunk).",
+    )
+    from_user: MaybeSecret | None = Field(None, description="User part of From (default: username).")
+    from_domain: Host | None = Field(None, description="Domain of From (default: host).")
+    caller_id: str | None = Field(None, pattern=r"^\+?[0-9]{1,20}$", description="Outbound caller ID number.")
+    codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
+    expiration: int = Field(3600, ge=60, le=86400, description="Registration expiry in seconds.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "port" not in data and data.get("transport") == "tls":
+            return {**data, "port": 5061}
+        return data
+
+    @property
+    def match_or_default(self) -> list[str]:
+        """identify `match` values: the configured ones, or host:port (never a bare address)."""
+        return list(self.match) if self.match else [f"{self.host}:{self.port}"]
+
+
+class Voicemail(_Model):
+    """Voicemail options of an extension."""
+
+    pin: Secret | None = Field(
+        None, description="Mailbox PIN as a ${NAME} reference (digits). Without it, see README (PIN policy)."
+    )
+    email: str | None = Field(
+        None, pattern=r"^[^@\s,|;]+@[^@\s,|;]+\.[^@\s,|;]+$", description="Notify address."
+    )
+
+
+class Extension(_Model):
+    """An internal phone (a PJSIP endpoint with its own AOR and auth)."""
+
+    number: Digits = Field(description="Extension number: digits only, quoted, unique.")
+    name: str = Field(
+        pattern=r"^[\w][\w .'()-]*$",
+        max_length=40,
+        description="Display name (letters, digits, space and . ' ( ) - _).",
+    )
+    password: Secret = Field(description="SIP password: a ${NAME} reference.")
+    voicemail: bool | Voicemail = Field(False, description="true, or {pin: ${NAME}, email: ...}.")
+    codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
+
+    @property
+    def has_voicemail(self) -> bool:
+        return self.voicemail is not False
+
+    @property
+    def mailbox(self) -> Voicemail | None:
+        if self.voicemail is False:
+            return None
+        return self.voicemail if isinstance(self.voicemail, Voicemail) else Voicemail()
+
+
+class OutboundRoute(_Model):
+    """Calls from extensions to a provider: a dialled prefix, or a list of exact numbers (emergency)."""
+
+    name: str = Field(pattern=ROUTE_NAME_RE, max_length=40, description="Route name.")
+    provider: str = Field(description="Name of the provider the calls leave through.")
+    prefix: Digits | None = Field(None, description='Dialled prefix, e.g. "9": 9 + number.')
+    strip: int = Field(
+        0, ge=0, description="Digits removed from the front before sending (<= prefix length)."
+    )
+    numbers: list[Digits] | None = Field(
+        None, min_length=1, description="Exact numbers sent as dialled (emergency: 911, 112)."
+    )
+
+    @model_validator(mode="after")
+    def _prefix_or_numbers(self) -> OutboundRoute:
+        if (self.prefix is None) == (self.numbers is None):
+            raise ValueError("give exactly one of prefix or numbers")
+        if self.prefix is not None and self.strip > len(self.prefix):
+            raise ValueError(f"strip ({self.strip}) must not exceed the prefix length ({len(self.prefix)})")
+        if self.numbers is not None and self.strip:
+            raise ValueError("strip applies to prefix routes only; numbers are sent as dialled")
+        return self
+
+
+class InboundRoute(_Model):
+    """Calls from a provider to a DID, sent to an extension."""
+
+    provider: str = Field(description="Name of the provider the call comes from.")
+    did: str = Field(pattern=r"^\+?[0-9]{1,20}$", description="Called number as the provider sends it.")
+    to: Digits = Field(description="Extension number that rings.")
+
+
+class DesiredState(_Model):
+    """Everything in desired/*.yaml. In files, each top-level key may appear in one file only."""
+
+    pbx: PbxSettings = Field(default_factory=PbxSettings, description="PBX-wide settings.")  # type: ignore[arg-type]
+    providers: list[Provider] = Field(default_factory=list, description="SIP trunks.")
+    extensions: list[Extension] = Field(default_factory=list, description="Internal phones.")
+    outbound: list[OutboundRoute] = Field(default_factory=list, description="Outbound routes.")
+    inbound: list[InboundRoute] = Field(default_factory=list, description="Inbound DIDs.")
+
+
+TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DesiredState.model_fields)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A cross-object problem, located by the path of the field it is about."""
+
+    path: Path
+    message: str
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """Where a secret reference is used, and for what (to check the value's strength)."""
+
+    path: Path
+    ref: SecretRef
+    kind: Literal["password", "username", "pin"]
+    owner: str  # extension number or provider name
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+
+def secret_refs(state: DesiredState) -> list[SecretUse]:
+    """Every secret reference in `state`, with its field path, in declaration order."""
+    uses: list[SecretUse] = []
+    for i, p in enumerate(state.providers):
+        for field in ("username", "password", "from_user"):
+            value = getattr(p, field)
+            if isinstance(value, SecretRef):
+                kind: Literal["password", "username"] = "password" if field == "password" else "username"
+                uses.append(SecretUse(("providers", i, field), value, kind, p.name))
+    for i, e in enumerate(state.extensions):
+        uses.append(SecretUse(("extensions", i, "password"), SecretRef(e.password), "password", e.number))
+        box = e.mailbox
+        if box is not None and box.pin is not None:
+            uses.append(SecretUse(("extensions", i, "voicemail", "pin"), SecretRef(box.pin), "pin", e.number))
+    return uses
+
+
+def _duplicates(items: Iterator[tuple[Path, str]]) -> Iterator[tuple[Path, str, Path]]:
+    seen: dict[str, Path] = {}
+    for path, key in items:
+        if key in seen:
+            yield path, key, seen[key]
+        else:
+            seen[key] = path
+
+
+def _fmt(path: Path) -> str:
+    return field_name(path)
+
+
+def field_name(path: Path) -> str:
+    """`("extensions", 1, "password")` → `extensions[1].password`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def cross_check(state: DesiredState, index: dict[tuple[str, int], int] | None = None) -> list[Issue]:
+    """The rules that relate objects to each other. `index` maps a list position in `state` to the
+    position in the files (when invalid items were left out of `state`)."""
+
+    def at(key: str, i: int, *rest: str | int) -> Path:
+        return (key, (index or {}).get((key, i), i), *rest)
+
+    issues: list[Issue] = []
+    providers = {p.name for p in state.providers}
+    numbers = {e.number for e in state.extensions}
+
+    for path, key, first in _duplicates(
+        (at("providers", i, "name"), p.name) for i, p in enumerate(state.providers)
+    ):
+        issues.append(Issue(path, f"duplicate provider name {key!r} (first at {_fmt(first)})"))
+    for path, key, first in _duplicates(
+        (at("extensions", i, "number"), e.number) for i, e in enumerate(state.extensions)
+    ):
+        issues.append(Issue(path, f"duplicate extension number {key!r} (first at {_fmt(first)})"))
+    for path, key, first in _duplicates(
+        (at("outbound", i, "name"), r.name) for i, r in enumerate(state.outbound)
+    ):
+        issues.append(Issue(path, f"duplicate route name {key!r} (first at {_fmt(first)})"))
+
+    exact: dict[str, Path] = {}
+    prefixes: dict[str, Path] = {}
+    for i, r in enumerate(state.outbound):
+        if r.provider not in providers:
+            known = ", ".join(sorted(providers)) or "none defined"
+            issues.append(
+                Issue(at("outbound", i, "provider"), f"no provider named {r.provider!r} (known: {known})")
+            )
+        if r.prefix is not None:
+            path = at("outbound", i, "prefix")
+            if r.prefix in prefixes:
+                issues.append(
+                    Issue(path, f"prefix {r.prefix!r} is already used by {_fmt(prefixes[r.prefix])}")
+                )
+            prefixes.setdefault(r.prefix, path)
+            for number in sorted(numbers):
+                if number.startswith(r.prefix):
+                    issues.append(
+                        Issue(
+                            path,
+                            f"prefix {r.prefix!r} would swallow extension {number}",
+                        )
+                    )
+        for j, number in enumerate(r.numbers or []):
+            path = at("outbound", i, "numbers", j)
+            if number in numbers:
+                issues.append(Issue(path, f"number {number} is also an extension number"))
+            if number in exact:
+                issues.append(Issue(path, f"number {number} is already routed by {_fmt(exact[number])}"))
+            exact.setdefault(number, path)
+
+    seen_did: dict[tuple[str, str], Path] = {}
+    for i, r in enumerate(state.inbound):
+        if r.provider not in providers:
+            known = ", ".join(sorted(providers)) or "none defined"
+            issues.append(
+                Issue(at("inbound", i, "provider"), f"no provider named {r.provider!r} (known: {known})")
+            )
+        if r.to not in numbers:
+            issues.append(Issue(at("inbound", i, "to"), f"no extension {r.to!r}"))
+        key = (r.provider, r.did)
+        if key in seen_did:
+            issues.append(
+                Issue(at("inbound", i, "did"), f"DID {r.did} is already routed by {_fmt(seen_did[key])}")
+            )
+        seen_did.setdefault(key, at("inbound", i, "did"))
+    return issues
+
+
+def rev12(revision: str) -> str:
+    """The short revision used in markers: 12 characters, without a `sha256:` prefix."""
+    return revision.removeprefix("sha256:")[:12]

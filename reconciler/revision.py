@@ -1,0 +1,48 @@
+"""The revision id of a desired directory: the git commit when it is committed, else a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from reconciler.load import DESIRED_SUFFIXES
+
+
+def content_hash(desired_dir: Path) -> str:
+    """`sha256:<hex>` over the sorted desired files (name and bytes), i.e. what `load` reads."""
+    digest = hashlib.sha256()
+    for path in sorted(
+        p for p in Path(desired_dir).iterdir() if p.suffix in DESIRED_SUFFIXES and p.is_file()
+    ):
+        data = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return "sha256:" + digest.hexdigest()
+
+
+def git_revision(desired_dir: Path) -> str | None:
+    """HEAD's 40-hex sha when `desired_dir` is in a git work tree and nothing under it differs from
+    HEAD (no modified, staged or untracked file); None otherwise."""
+    try:
+        import git
+    except ImportError:  # pragma: no cover - GitPython is a dependency, but git itself may be absent
+        return None
+    try:
+        repo = git.Repo(desired_dir, search_parent_directories=True)
+        if repo.bare:
+            return None
+        sha = repo.head.commit.hexsha
+        workdir = Path(repo.working_tree_dir or "").resolve()
+        rel = str(Path(desired_dir).resolve().relative_to(workdir)) or "."
+        if repo.is_dirty(index=True, working_tree=True, untracked_files=True, path=rel):
+            return None
+        if repo.git.ls_files("--others", "--exclude-standard", "--", rel).strip():
+            return None
+        return sha
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError, ValueError):
+        return None
+
+
+def revision_of(desired_dir: Path) -> str:
+    """The git commit sha (40 hex) when `desired_dir` is inside a clean git work tree, else
+    `sha256:<hex>` of its contents. Both are stable: same input, same revision."""
+    return git_revision(desired_dir) or content_hash(desired_dir)
