@@ -509,9 +509,10 @@ _LOCATION = re.compile(r"line (?P<line>\d+) of ?(?P<file>\S*)")
 _CONF_NAME = re.compile(r"'(?P<file>[\w./-]+\.conf)'")
 
 # Modules whose every WARNING/ERROR during a reload concerns the config being loaded.
-_ALWAYS_MODULES = ("config_options.c", "pbx_config.c", "pbx.c", "app_voicemail.c")
-# Modules that log about many files: only lines naming a managed file count.
-_FILE_MODULES = ("config.c", "res_sorcery_config.c")
+_ALWAYS_MODULES = ("config_options.c", "pbx_config.c", "pbx.c")
+# Modules that log about many files or about their static config: only lines naming a managed file
+# count (app_voicemail warns "maxsilence should be less than minsecs" on every load of the stub).
+_FILE_MODULES = ("config.c", "res_sorcery_config.c", "app_voicemail.c")
 
 
 def _mentions_managed(message: str, managed: Iterable[str]) -> bool:
@@ -521,8 +522,8 @@ def _mentions_managed(message: str, managed: Iterable[str]) -> bool:
 def parse_reload_log(lines: Iterable[str], managed_files: Iterable[str] = MANAGED_FILES) -> list[LogProblem]:
     """The WARNING/ERROR lines of a reload (or restart) that concern the managed config files.
 
-    Lines of config.c and res_sorcery_config.c count only when they name a managed file; those of
-    config_options.c, pbx_config.c, pbx.c and app_voicemail.c always; res_pjsip's transport ERRORs
+    Lines of config.c, res_sorcery_config.c and app_voicemail.c count only when they name a
+    managed file; those of config_options.c, pbx_config.c and pbx.c always; res_pjsip's transport ERRORs
     (a transport that could not be started, e.g. its port is taken) too. NOTICEs are not problems
     (e.g. the always-printed `Type 'system' is not reloadable`). Repeated lines are kept once.
     """
