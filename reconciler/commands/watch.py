@@ -1,7 +1,224 @@
+"""Verbs of the GitOps loop: `watch`, `history`, `suspend`, `resume`, `retry`."""
+
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from reconciler import history
+from reconciler.errors import ReconcilerError
+from reconciler.settings import Settings
+
+DEFAULT_SECRET_ENV = "RECONCILER_WEBHOOK_SECRET"
+
+
+def _settings(
+    container: str | None = None, env_file: Path | None = None, state_dir: Path | None = None
+) -> Settings:
+    return Settings.from_env(container=container, env_file=env_file, state_dir=state_dir)
+
+
+def _configure_logging() -> None:
+    # One line per event, on stderr: the reconcile lines are JSON already, so no decoration
+    # beyond a timestamp and the level.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def watch(
+    repo: str | None = typer.Option(None, "--repo", help="Git URL or path to follow (bare or not)."),
+    branch: str = typer.Option("main", "--branch", help="Branch of --repo to follow."),
+    path: str = typer.Option("desired", "--path", help="Directory of the desired state inside --repo."),
+    directory: Path | None = typer.Option(
+        None, "--dir", help="Local desired-state directory to watch instead of a repo."
+    ),
+    container: str | None = typer.Option(None, "--container", help="Asterisk container name."),
+    interval: float = typer.Option(30.0, "--interval", min=1.0, help="Seconds between polls (jittered)."),
+    http: str = typer.Option(
+        "127.0.0.1:8088", "--http", help="HOST:PORT for the webhook, status and metrics ('off' disables)."
+    ),
+    drift: str = typer.Option("fix", "--drift", help="fix: restore hand edits; warn: only report them."),
+    env_file: Path | None = typer.Option(None, "--env-file", help="KEY=VALUE file with the secrets."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="History, loop state and git cache."),
+    webhook_secret_env: str = typer.Option(
+        DEFAULT_SECRET_ENV, "--webhook-secret-env", help="Name of the secret holding the webhook secret."
+    ),
+) -> None:
+    """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
+    from reconciler import secrets
+    from reconciler.asterisk import AsteriskClient
+    from reconciler.loop import Reconciler, WatchLoop, WatchOptions
+    from reconciler.server import ServerContext, make_server, serve_in_background
+    from reconciler.sources import DirectorySource, GitSource, Source
+
+    if (repo is None) == (directory is None):
+        raise ReconcilerError(
+            "give exactly one of --repo and --dir", "e.g. --repo ../pbx-config.git or --dir desired"
+        )
+    if drift not in ("fix", "warn"):
+        raise ReconcilerError(
+            f"--drift {drift!r} is not fix or warn", "use --drift fix (default) or --drift warn"
+        )
+    _configure_logging()
+    log = logging.getLogger("reconciler.watch")
+    settings = _settings(container, env_file, state_dir)
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+
+    source: Source
+    if repo is not None:
+        source = GitSource(repo, branch, path, cache_dir=Path(settings.state_dir) / "git")
+    else:
+        assert directory is not None
+        source = DirectorySource(directory, cache_dir=Path(settings.state_dir) / "dir")
+    client = AsteriskClient(
+        settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
+    )
+    options = WatchOptions(interval_s=interval, drift=drift)  # type: ignore[arg-type]
+    reconciler = Reconciler(settings, source, client, options)
+    loop = WatchLoop(settings, reconciler.reconcile, options)
+
+    server = None
+    if http != "off":
+        secret = secrets.lookup(webhook_secret_env, settings)
+        if not secret:
+            log.warning(
+                "no webhook secret in %s: POST /hooks/git answers 401 to everything; polling still works",
+                webhook_secret_env,
+            )
+
+        def loop_info() -> dict[str, Any]:
+            last = loop.last_outcome
+            return {
+                "source": source.describe(),
+                "reconciles": loop.reconciles,
+                "busy": loop.busy.is_set(),
+                "pending": loop.queue.pending(),
+                "last_result": last.result if last else None,
+            }
+
+        context = ServerContext(
+            settings=settings,
+            trigger=loop.trigger,
+            webhook_secret=secret,
+            branch=branch if repo is not None else None,
+            client=client,
+            healthy=loop.alive,
+            loop_info=loop_info,
+        )
+        server = make_server(http, context)
+        host, port = server.server_address[:2]
+        log.info("listening on http://%s:%s (webhook POST /hooks/git)", host, port)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info(
+        "watching %s every %.0f s (drift=%s) into container %s",
+        source.describe(),
+        interval,
+        drift,
+        settings.container,
+    )
+    loop.start()
+    if server is not None:
+        serve_in_background(server)
+    if isinstance(source, DirectorySource):
+        source.watch(lambda: loop.trigger("fs"))
+    try:
+        stop.wait()
+    finally:
+        log.info("stopping: waiting for a running reconcile to finish")
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        source.close()
+        loop.stop()
+
+
+def history_cmd(
+    limit: int = typer.Option(20, "--limit", min=1, help="How many reconciles to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory of the watch loop."),
+) -> None:
+    """Show the last reconciles, newest first."""
+    settings = _settings(state_dir=state_dir)
+    records = history.History(settings).records(limit=limit)
+    if as_json:
+        for record in records:
+            typer.echo(json.dumps(record))
+        return
+    console = Console()
+    state = history.LoopState.load(settings)
+    if state.suspended:
+        console.print(
+            f"[bold yellow]suspended[/] since {state.suspended_at}"
+            + (f": {state.suspended_reason}" if state.suspended_reason else ""),
+            highlight=False,
+        )
+    if not records:
+        console.print(f"no reconciles recorded in {settings.state_dir}")
+        return
+    table = Table(show_lines=False)
+    for column in ("started", "revision", "subject", "trigger", "result", "took", "changes / reason"):
+        table.add_column(column, overflow="fold")
+    styles = {"applied": "green", "unchanged": "dim", "drift-fixed": "yellow", "drift-detected": "yellow"}
+    for r in records:
+        result = str(r["result"]) + (f" x{r['count']}" if int(r.get("count") or 1) > 1 else "")
+        detail = r.get("reason") or ", ".join(r.get("changes") or [])  # type: ignore[arg-type]
+        table.add_row(
+            str(r["started_at"]).replace("+00:00", "Z"),
+            str(r.get("revision") or "")[:12],
+            str(r.get("subject") or ""),
+            str(r["trigger"]),
+            f"[{styles.get(str(r['result']), 'red')}]{result}[/]",
+            f"{float(r.get('duration_s') or 0):.2f}s",
+            str(detail),
+        )
+    console.print(table)
+
+
+def suspend_cmd(
+    reason: str | None = typer.Option(None, "--reason", help="Why (shown in status and history)."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory of the watch loop."),
+) -> None:
+    """Hold the watch loop (a maintenance window): nothing is applied until `resume`."""
+    state = history.suspend(_settings(state_dir=state_dir), reason)
+    typer.echo(f"suspended at {state.suspended_at}" + (f": {reason}" if reason else ""))
+
+
+def resume_cmd(
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory of the watch loop."),
+) -> None:
+    """Release the watch loop; it reconciles right away."""
+    history.resume(_settings(state_dir=state_dir))
+    typer.echo("resumed; the loop reconciles within a second")
+
+
+def retry_cmd(
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory of the watch loop."),
+) -> None:
+    """Try the head revision again although it failed before (e.g. after fixing a secret)."""
+    state = history.request_retry(_settings(state_dir=state_dir))
+    failed = ", ".join(rev[:12] for rev in state.failed) or "none"
+    typer.echo(f"retry requested (revisions marked failed: {failed}); the loop reconciles within a second")
 
 
 def register(app: typer.Typer) -> None:
-    """Placeholder until this group of verbs is built."""
+    """Add the loop's verbs to the CLI."""
+    app.command("watch")(watch)
+    app.command("history")(history_cmd)
+    app.command("suspend")(suspend_cmd)
+    app.command("resume")(resume_cmd)
+    app.command("retry")(retry_cmd)

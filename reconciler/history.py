@@ -1,0 +1,260 @@
+"""Reconcile history and loop state, persisted in `Settings.state_dir`.
+
+Two writers share the state directory: the `watch` loop (records, failed revisions, last seen uptime)
+and short CLI verbs in another process (`suspend`, `resume`, `retry`). Every read-modify-write holds
+an exclusive `flock` on `state_dir/.lock`, and every file is replaced atomically (temp file + rename),
+so a crash never leaves half a file and neither writer loses the other's change.
+
+Files:
+- `history.jsonl`: one JSON record per line, oldest first, bounded to `MAX_RECORDS`.
+- `loop-state.json`: `LoopState` (suspend flag, failed revisions, retry request, last uptime).
+- `trigger`: present when a CLI verb asks the running loop to reconcile now (content: the reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from reconciler.settings import Settings
+
+MAX_RECORDS = 200
+MAX_FAILED_REVISIONS = 50
+
+Result = Literal["applied", "unchanged", "failed", "invalid", "drift-fixed", "drift-detected", "skipped"]
+RESULTS: tuple[str, ...] = (
+    "applied",  # a new revision is live and verified
+    "unchanged",  # the head is live and the managed files match its render: nothing was done
+    "failed",  # Asterisk refused the revision (rolled back) or a temporary error (see `temporary`)
+    "invalid",  # the revision failed validation: nothing was rendered or applied
+    "drift-fixed",  # the live revision was applied again (hand edit, wiped volume, restarted Asterisk)
+    "drift-detected",  # like drift-fixed, but `--drift=warn`: only reported
+    "skipped",  # suspended, or the head revision failed before and no retry was requested
+)
+
+
+def utcnow() -> str:
+    """The current time as an ISO 8601 UTC string with second precision."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Record(BaseModel):
+    """One reconcile, as kept in the history and printed by `reconciler history`."""
+
+    revision: str | None
+    subject: str | None = None
+    trigger: str
+    result: Result
+    reason: str | None = None
+    started_at: str = Field(default_factory=utcnow)
+    duration_s: float = 0.0
+    changes: list[str] = Field(default_factory=list)
+    temporary: bool = False
+    # Identical consecutive outcomes (same revision, result, reason) collapse into one record.
+    count: int = 1
+    last_at: str | None = None
+
+    def same_outcome(self, other: Record) -> bool:
+        """True when `other` says nothing new after this record (a repeat of the same outcome)."""
+        return (self.revision, self.result, self.reason, self.changes) == (
+            other.revision,
+            other.result,
+            other.reason,
+            other.changes,
+        )
+
+
+class FailedRevision(BaseModel):
+    result: Result
+    reason: str | None
+    at: str = Field(default_factory=utcnow)
+
+
+class LoopState(BaseModel):
+    """What the loop remembers between reconciles and restarts; CLI verbs change parts of it."""
+
+    suspended: bool = False
+    suspended_reason: str | None = None
+    suspended_at: str | None = None
+    failed: dict[str, FailedRevision] = Field(default_factory=dict)
+    retry_requested: bool = False
+    last_uptime_s: float | None = None
+    last_applied_revision: str | None = None
+    last_applied_subject: str | None = None
+
+    @classmethod
+    def load(cls, settings: Settings) -> LoopState:
+        """Read the loop state; a missing or unreadable file is the default state."""
+        path = _state_path(settings)
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return cls()
+
+    def save(self, settings: Settings) -> None:
+        """Write the loop state atomically. Callers that read-modify-write use `update_state`."""
+        _atomic_write(_state_path(settings), self.model_dump_json(indent=2) + "\n")
+
+    def mark_failed(self, revision: str, result: Result, reason: str | None) -> None:
+        """Remember that `revision` failed, so the loop does not retry it on every poll."""
+        self.failed[revision] = FailedRevision(result=result, reason=reason)
+        while len(self.failed) > MAX_FAILED_REVISIONS:
+            del self.failed[next(iter(self.failed))]
+
+
+def _state_path(settings: Settings) -> Path:
+    return Path(settings.state_dir) / "loop-state.json"
+
+
+def _history_path(settings: Settings) -> Path:
+    return Path(settings.state_dir) / "history.jsonl"
+
+
+def _trigger_path(settings: Settings) -> Path:
+    return Path(settings.state_dir) / "trigger"
+
+
+@contextlib.contextmanager
+def state_lock(settings: Settings) -> Iterator[None]:
+    """Hold the state directory's exclusive lock (across processes) for a read-modify-write."""
+    state_dir = Path(settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def update_state(settings: Settings, change: Callable[[LoopState], None]) -> LoopState:
+    """Load the loop state, apply `change` to it and save it, all under the state lock."""
+    with state_lock(settings):
+        state = LoopState.load(settings)
+        change(state)
+        state.save(settings)
+        return state
+
+
+def suspend(settings: Settings, reason: str | None = None) -> LoopState:
+    """Hold the loop: no reconcile runs until `resume` (a maintenance window)."""
+
+    def change(state: LoopState) -> None:
+        state.suspended = True
+        state.suspended_reason = reason
+        state.suspended_at = utcnow()
+
+    return update_state(settings, change)
+
+
+def resume(settings: Settings) -> LoopState:
+    """Release the loop and ask it to reconcile now."""
+
+    def change(state: LoopState) -> None:
+        state.suspended = False
+        state.suspended_reason = None
+        state.suspended_at = None
+
+    state = update_state(settings, change)
+    request_trigger(settings, "resume")
+    return state
+
+
+def request_retry(settings: Settings) -> LoopState:
+    """Ask the loop to try the head revision again even though it failed before."""
+
+    def change(state: LoopState) -> None:
+        state.retry_requested = True
+
+    state = update_state(settings, change)
+    request_trigger(settings, "retry")
+    return state
+
+
+def request_trigger(settings: Settings, reason: str) -> None:
+    """Ask a running `watch` loop (which checks every second) to reconcile now."""
+    _atomic_write(_trigger_path(settings), reason + "\n")
+
+
+def take_trigger(settings: Settings) -> str | None:
+    """Consume a pending trigger request, returning its reason (None when there is none)."""
+    path = _trigger_path(settings)
+    try:
+        reason = path.read_text(encoding="utf-8").strip() or "cli"
+        path.unlink()
+    except FileNotFoundError:
+        return None
+    return reason
+
+
+class History:
+    """The bounded reconcile history of one state directory."""
+
+    def __init__(self, settings: Settings, max_records: int = MAX_RECORDS) -> None:
+        self.settings = settings
+        self.max_records = max_records
+        self.path = _history_path(settings)
+
+    def _read(self) -> list[Record]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            # A line that does not parse (a hand edit, a future format) is dropped, not fatal.
+            with contextlib.suppress(ValueError):
+                records.append(Record.model_validate_json(line))
+        return records
+
+    def append(self, record: Record) -> Record:
+        """Add a record (or count a repeat of the last one) and keep only the newest records."""
+        with state_lock(self.settings):
+            records = self._read()
+            if records and records[-1].same_outcome(record):
+                last = records[-1]
+                record = last.model_copy(
+                    update={"count": last.count + 1, "last_at": record.started_at, "trigger": record.trigger}
+                )
+                records[-1] = record
+            else:
+                records.append(record)
+            records = records[-self.max_records :]
+            _atomic_write(self.path, "".join(r.model_dump_json() + "\n" for r in records))
+        return record
+
+    def records(self, limit: int | None = None) -> list[dict[str, object]]:
+        """The newest records first, as JSON-able dicts (at most `limit`)."""
+        newest_first = list(reversed(self._read()))
+        if limit is not None:
+            newest_first = newest_first[: max(limit, 0)]
+        return [json.loads(r.model_dump_json()) for r in newest_first]
+
+    def last(self) -> dict[str, object] | None:
+        """The newest record, or None when nothing was reconciled yet."""
+        recent = self.records(limit=1)
+        return recent[0] if recent else None

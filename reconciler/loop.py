@@ -1,0 +1,532 @@
+"""The watch loop: triggers feed one coalescing queue; one worker runs one reconcile at a time.
+
+Triggers (startup, poll every interval with jitter, webhook, filesystem events, CLI requests) only
+put a reason into the `TriggerQueue`. Reasons that arrive while a reconcile runs are merged, so a
+burst of any size costs at most the running reconcile plus one more.
+
+One reconcile (`Reconciler.reconcile`) runs named stages, like a Flux controller:
+`fetch` (snapshot of the head) → `live` (what Asterisk runs) → `drift` (head already live: do the
+managed files and revision marker still match?) or `apply` (the apply pipeline, which restores the
+last good config itself on failure). The outcome is a small frozen value; it is recorded in one
+place, in `finally`, whatever happened. Errors are either permanent (the revision is bad: remember
+it and do not retry until a new revision or `reconciler retry`) or temporary (Docker down, remote
+unreachable: retry with backoff). No exception leaves the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from reconciler import history
+from reconciler.errors import ReconcilerError, ValidationFailed
+from reconciler.history import History, LoopState, Record, Result
+from reconciler.settings import Settings
+from reconciler.sources import Snapshot, Source
+
+log = logging.getLogger("reconciler.loop")
+
+DriftMode = Literal["fix", "warn"]
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """How often and how eagerly the loop works."""
+
+    interval_s: float = 30.0
+    jitter: float = 0.1  # the poll interval varies by ±10 % so several reconcilers do not align
+    drift: DriftMode = "fix"
+    backoff_initial_s: float = 2.0
+    control_poll_s: float = 1.0  # how often the suspend/resume/retry requests of the CLI are noticed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did. `record=False` outcomes are logged but kept out of the history."""
+
+    result: Result
+    revision: str | None = None
+    subject: str | None = None
+    reason: str | None = None
+    changes: tuple[str, ...] = ()
+    temporary: bool = False
+    stage: str = ""
+    record: bool = True
+
+
+class TriggerQueue:
+    """Reasons to reconcile; `take()` returns everything pending at once (the coalescing)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: list[str] = []
+        self._closed = False
+        self.received = 0  # triggers put, for tests and status
+
+    def put(self, reason: str) -> None:
+        """Ask for a reconcile; a reason already pending is not added twice."""
+        with self._cond:
+            self.received += 1
+            if reason not in self._pending:
+                self._pending.append(reason)
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> list[str] | None:
+        """Wait for triggers; return all pending reasons (None on timeout or after `close()`)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending or self._closed, timeout=timeout)
+            if not self._pending:
+                return None
+            reasons, self._pending = self._pending, []
+            return reasons
+
+    def pending(self) -> list[str]:
+        with self._cond:
+            return list(self._pending)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def rev12(revision: str) -> str:
+    """The short revision used in Asterisk's revision markers (no `sha256:` prefix)."""
+    return revision.split(":", 1)[-1][:12]
+
+
+@dataclass
+class _Attempt:
+    """Mutable bookkeeping of the reconcile in progress (the stage reached, what is known)."""
+
+    trigger: str
+    stage: str = "start"
+    revision: str | None = None
+    subject: str | None = None
+    snapshot: Snapshot | None = None
+    secrets: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """One reconcile of `source` into the Asterisk behind `client` (an `asterisk.AsteriskClient`)."""
+
+    def __init__(self, settings: Settings, source: Source, client: Any, options: WatchOptions) -> None:
+        self.settings = settings
+        self.source = source
+        self.client = client
+        self.options = options
+        self.history = History(settings)
+        self.last_good_dir = Path(settings.state_dir) / "last-good"
+
+    # -- the one entry point ------------------------------------------------------------------
+
+    def reconcile(self, trigger: str) -> Outcome:
+        """Run one reconcile; never raises. Records the outcome and logs one line."""
+        attempt = _Attempt(trigger=trigger)
+        started_at = history.utcnow()
+        started = time.monotonic()
+        outcome: Outcome | None = None
+        try:
+            outcome = self._run(attempt)
+        except ReconcilerError as exc:
+            outcome = self._failure(attempt, exc)
+        except Exception as exc:  # a bug must not stop the loop; retry later like a temporary error
+            log.exception("reconcile crashed in stage %s", attempt.stage)
+            outcome = Outcome(
+                result="failed",
+                revision=attempt.revision,
+                subject=attempt.subject,
+                reason=f"internal error in stage {attempt.stage}: {type(exc).__name__}: {exc}",
+                temporary=True,
+                stage=attempt.stage,
+            )
+        finally:
+            if outcome is None:  # only on BaseException (KeyboardInterrupt): still say what happened
+                outcome = Outcome(
+                    result="failed", revision=attempt.revision, reason="interrupted", temporary=True
+                )
+            outcome = self._finalize(attempt, outcome, started_at, time.monotonic() - started)
+        return outcome
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _run(self, attempt: _Attempt) -> Outcome:
+        state = LoopState.load(self.settings)
+        if state.suspended:
+            why = f"suspended since {state.suspended_at}" + (
+                f": {state.suspended_reason}" if state.suspended_reason else ""
+            )
+            return Outcome(result="skipped", reason=why, stage="start", record=False)
+
+        attempt.stage = "fetch"
+        snap = self.source.snapshot()
+        attempt.snapshot, attempt.revision, attempt.subject = snap, snap.revision, snap.subject
+
+        attempt.stage = "live"
+        from reconciler.apply import read_live_state
+
+        live = read_live_state(self.client)
+        uptime = _uptime(self.client)
+        restarted = uptime is not None and state.last_uptime_s is not None and uptime < state.last_uptime_s
+        retry = state.retry_requested
+
+        def remember(s: LoopState) -> None:
+            s.last_uptime_s = uptime
+            if retry:
+                s.retry_requested = False
+                s.failed.pop(snap.revision, None)
+
+        state = history.update_state(self.settings, remember)
+
+        live_revision = live.revision if live is not None else None
+        wiped = live is None and state.last_applied_revision is not None
+        if wiped:
+            # state.json is gone but this reconciler applied something: a wiped managed volume.
+            live_revision = state.last_applied_revision
+
+        if live_revision == snap.revision:
+            return self._drift(attempt, snap, restarted=restarted, wiped=wiped)
+
+        failed = state.failed.get(snap.revision)
+        if failed is not None:
+            # The head is known bad: keep the last good revision healthy, say why nothing moves.
+            if live_revision is not None:
+                live_snap = self._snapshot_of(live_revision)
+                if live_snap is not None:
+                    healed = self._drift(attempt, live_snap, restarted=restarted, wiped=wiped)
+                    if healed.result != "unchanged":
+                        return healed
+            return Outcome(
+                result="skipped",
+                revision=snap.revision,
+                subject=snap.subject,
+                reason=f"revision {rev12(snap.revision)} {failed.result} before ({failed.reason}); "
+                "push a fix or run `reconciler retry`",
+                stage="fetch",
+                record=False,
+            )
+
+        return self._apply(attempt, snap, result="applied")
+
+    def _drift(self, attempt: _Attempt, snap: Snapshot, *, restarted: bool, wiped: bool) -> Outcome:
+        """The revision of `snap` should be live: check files and marker, re-apply if they differ."""
+        attempt.stage = "drift"
+        from reconciler import plan, render
+
+        rendered = render.render_desired(snap.path, self.settings, revision=snap.revision)
+        attempt.secrets = _secret_strings(rendered)
+        live_files = self.client.read_managed()
+        drift_plan = plan.make_plan(rendered, live_files, rendered.secret_values)
+
+        why: list[str] = []
+        if wiped:
+            why.append("managed files were wiped (no state.json)")
+        elif drift_plan.has_changes:
+            why.append("managed files were changed by hand: " + ", ".join(_changed_files(drift_plan)))
+        if restarted:
+            why.append("Asterisk restarted (uptime went down)")
+        elif not why and not self._marker_present(snap.revision):
+            why.append(f"revision marker gitops-rev-{rev12(snap.revision)} missing in Asterisk")
+        if not why:
+            return Outcome(result="unchanged", revision=snap.revision, subject=snap.subject, stage="drift")
+        reason = "; ".join(why)
+        if self.options.drift == "warn":
+            log.warning("drift detected (not fixed, --drift=warn): %s", reason)
+            return Outcome(
+                result="drift-detected",
+                revision=snap.revision,
+                subject=snap.subject,
+                reason=reason,
+                changes=tuple(_changed_files(drift_plan)),
+                stage="drift",
+            )
+        attempt.revision, attempt.subject, attempt.snapshot = snap.revision, snap.subject, snap
+        fixed = self._apply(attempt, snap, result="drift-fixed")
+        return replace(fixed, reason=reason, changes=fixed.changes or tuple(_changed_files(drift_plan)))
+
+    def _apply(self, attempt: _Attempt, snap: Snapshot, *, result: Result) -> Outcome:
+        attempt.stage = "apply"
+        from reconciler.apply import apply_desired
+
+        applied = apply_desired(
+            self.settings, self.client, snap.path, revision=snap.revision, subject=snap.subject
+        )
+        self._keep_last_good(snap)
+
+        def remember(s: LoopState) -> None:
+            s.last_applied_revision, s.last_applied_subject = snap.revision, snap.subject
+
+        history.update_state(self.settings, remember)
+        return Outcome(
+            result=result,
+            revision=snap.revision,
+            subject=snap.subject,
+            changes=tuple(_changes_of(applied)),
+            stage="apply",
+        )
+
+    def _failure(self, attempt: _Attempt, exc: ReconcilerError) -> Outcome:
+        """Classify an error: temporary (retry with backoff) or permanent (remember the revision)."""
+        reason = self._reason(attempt, exc)
+        if exc.temporary:
+            return Outcome(
+                result="failed",
+                revision=attempt.revision,
+                subject=attempt.subject,
+                reason=reason,
+                temporary=True,
+                stage=attempt.stage,
+            )
+        result: Result = "invalid" if isinstance(exc, ValidationFailed) else "failed"
+        if attempt.revision is not None:
+            history.update_state(
+                self.settings, lambda s: s.mark_failed(attempt.revision or "", result, reason)
+            )
+        return Outcome(
+            result=result,
+            revision=attempt.revision,
+            subject=attempt.subject,
+            reason=reason,
+            stage=attempt.stage,
+        )
+
+    def _reason(self, attempt: _Attempt, exc: ReconcilerError) -> str:
+        text = "; ".join(str(p) for p in exc.problems) if isinstance(exc, ValidationFailed) else exc.message
+        if attempt.snapshot is not None:
+            # Problems name the exported snapshot; a person knows the file as desired/<name>.
+            for prefix in (str(attempt.snapshot.path.resolve()), str(attempt.snapshot.path)):
+                text = text.replace(prefix, attempt.snapshot.display_path)
+        return text
+
+    def _finalize(self, attempt: _Attempt, outcome: Outcome, started_at: str, duration: float) -> Outcome:
+        """Write the history record and the one log line: the only place status is written."""
+        outcome = replace(outcome, reason=_mask(outcome.reason, attempt.secrets))
+        if outcome.record:
+            try:
+                self.history.append(
+                    Record(
+                        revision=outcome.revision,
+                        subject=outcome.subject,
+                        trigger=attempt.trigger,
+                        result=outcome.result,
+                        reason=outcome.reason,
+                        started_at=started_at,
+                        duration_s=round(duration, 3),
+                        changes=list(outcome.changes),
+                        temporary=outcome.temporary,
+                    )
+                )
+            except OSError as exc:
+                log.error("cannot write history in %s: %s", self.settings.state_dir, exc)
+        line = {
+            "event": "reconcile",
+            "revision": rev12(outcome.revision) if outcome.revision else None,
+            "trigger": attempt.trigger,
+            "result": outcome.result,
+            "duration_s": round(duration, 3),
+            "changes": len(outcome.changes),
+            "stage": outcome.stage,
+        }
+        if outcome.temporary:
+            line["temporary"] = True
+        if outcome.reason:
+            line["reason"] = outcome.reason
+        level = logging.WARNING if outcome.result in ("failed", "invalid", "drift-detected") else logging.INFO
+        log.log(level, json.dumps(line, ensure_ascii=False))
+        return outcome
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _marker_present(self, revision: str) -> bool:
+        out = _text(self.client.run(f"pjsip show aor gitops-rev-{rev12(revision)}"))
+        return "Unable to find object" not in out and f"gitops-rev-{rev12(revision)}" in out
+
+    def _keep_last_good(self, snap: Snapshot) -> None:
+        """Keep a copy of the applied desired files: drift can be healed after the head moved on."""
+        target = self.last_good_dir
+        tmp = target.with_name(".last-good.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(snap.path, tmp)
+        (tmp / ".revision").write_text(
+            json.dumps({"revision": snap.revision, "subject": snap.subject}), encoding="utf-8"
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+
+    def _snapshot_of(self, revision: str) -> Snapshot | None:
+        meta = self.last_good_dir / ".revision"
+        try:
+            kept = json.loads(meta.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            kept = {}
+        if kept.get("revision") == revision:
+            return Snapshot(path=self.last_good_dir, revision=revision, subject=kept.get("subject"))
+        return self.source.snapshot_at(revision)
+
+
+def _uptime(client: Any) -> float | None:
+    try:
+        value = client.uptime_s()
+    except ReconcilerError:
+        raise
+    except Exception:  # the uptime is a hint for restart detection, not essential
+        return None
+    return float(value) if value is not None else None
+
+
+def _text(output: object) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, dict):
+        return "\n".join(str(v) for v in output.values())
+    if isinstance(output, Iterable):
+        return "\n".join(str(v) for v in output)
+    return str(output)
+
+
+def _secret_strings(rendered: Any) -> list[str]:
+    values = getattr(rendered, "secret_values", None) or {}
+    items = values.values() if isinstance(values, dict) else values
+    return [str(v) for v in items if v and len(str(v)) >= 3]
+
+
+def _mask(text: str | None, secrets: list[str]) -> str | None:
+    if not text:
+        return text
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def _changed_files(plan: Any) -> list[str]:
+    for attr in ("changed_files", "files_changed", "files"):
+        value = getattr(plan, attr, None)
+        if value:
+            return sorted(str(getattr(v, "name", v)) for v in value)
+    return []
+
+
+def _changes_of(result: Any) -> list[str]:
+    for attr in ("changes", "changed_objects", "changed_files"):
+        value = getattr(result, attr, None)
+        if value:
+            return [str(v) for v in value]
+    plan = getattr(result, "plan", None)
+    return _changed_files(plan) if plan is not None else []
+
+
+ReconcileFn = Callable[[str], Outcome]
+
+
+class WatchLoop:
+    """Runs the worker, the poll timer and the control-file check as daemon threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reconcile: ReconcileFn,
+        options: WatchOptions,
+        queue: TriggerQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.reconcile_fn = reconcile
+        self.options = options
+        self.queue = queue or TriggerQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._failures = 0  # consecutive temporary failures, for the backoff
+        self._backoff: threading.Timer | None = None
+        self.reconciles = 0
+        self.last_outcome: Outcome | None = None
+        self.busy = threading.Event()
+
+    def start(self, startup: bool = True) -> None:
+        """Start the threads; with `startup`, reconcile once right away."""
+        if startup:
+            self.queue.put("startup")
+        for name, target in (("worker", self._work), ("poll", self._poll), ("control", self._control)):
+            thread = threading.Thread(target=target, name=f"reconciler-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking triggers and wait for a running reconcile to finish."""
+        self._stop.set()
+        if self._backoff is not None:
+            self._backoff.cancel()
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+
+    def trigger(self, reason: str) -> None:
+        """Ask for a reconcile (any thread)."""
+        if not self._stop.is_set():
+            self.queue.put(reason)
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            reasons = self.queue.take(timeout=1.0)
+            if not reasons:
+                continue
+            self.busy.set()
+            try:
+                outcome = self.reconcile_fn(",".join(reasons))
+            except Exception:  # reconcile_fn is meant never to raise; be sure anyway
+                log.exception("reconcile raised")
+                outcome = Outcome(result="failed", reason="internal error", temporary=True)
+            finally:
+                self.busy.clear()
+            self.reconciles += 1
+            self.last_outcome = outcome
+            self._after(outcome)
+
+    def _after(self, outcome: Outcome) -> None:
+        if not outcome.temporary:
+            self._failures = 0
+            return
+        # Temporary failure: retry sooner than the next poll, doubling, but never later than it.
+        delay = min(self.options.backoff_initial_s * 2**self._failures, self.options.interval_s)
+        self._failures += 1
+        if self._backoff is not None:
+            self._backoff.cancel()
+        self._backoff = threading.Timer(delay, self.trigger, ("backoff",))
+        self._backoff.daemon = True
+        self._backoff.start()
+
+    def _poll(self) -> None:
+        while True:
+            spread = self.options.interval_s * self.options.jitter
+            wait = max(0.05, self.options.interval_s + random.uniform(-spread, spread))
+            if self._stop.wait(wait):
+                return
+            self.trigger("poll")
+
+    def _control(self) -> None:
+        while not self._stop.wait(self.options.control_poll_s):
+            try:
+                reason = history.take_trigger(self.settings)
+            except OSError as exc:
+                log.error("cannot read trigger requests in %s: %s", self.settings.state_dir, exc)
+                continue
+            if reason:
+                self.trigger(reason)
+
+
+def describe_triggers(reasons: Iterable[str]) -> str:
+    """`poll,webhook` for a set of reasons, in a stable order."""
+    return ",".join(sorted(set(reasons)))

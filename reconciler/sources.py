@@ -1,0 +1,325 @@
+"""Where desired state comes from: a git branch or a local directory, behind one small interface.
+
+A `Source` produces a `Snapshot`: a directory holding the desired files of exactly one revision.
+`GitSource` keeps a bare clone in a cache directory, fetches the branch and exports the `path`
+subtree of the fetched commit's tree (no work tree, no checkout, no merge: nothing a hand edit or a
+force-push can leave in conflict). `DirectorySource` copies a local directory and watches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import git
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from reconciler.errors import ReconcilerError
+
+KEEP_SNAPSHOTS = 4
+
+
+class SourceUnavailable(ReconcilerError):
+    """The source cannot be read right now (remote unreachable, directory gone): retry later."""
+
+    temporary = True
+
+
+class SourceInvalid(ReconcilerError):
+    """The source has no desired state to offer (no such branch or path): needs a new revision."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The desired files of one revision, exported into their own directory."""
+
+    path: Path
+    revision: str
+    subject: str | None = None
+    author: str | None = None
+    committed_at: str | None = None
+    # How problems should name this directory's files for a person (e.g. "desired").
+    display_path: str = "desired"
+
+
+class Source(Protocol):
+    """Anything that can produce the current desired state as a snapshot."""
+
+    def snapshot(self) -> Snapshot:
+        """Fetch (if remote) and export the head revision."""
+        ...
+
+    def snapshot_at(self, revision: str) -> Snapshot | None:
+        """Export an older revision if this source can still produce it, else None."""
+        ...
+
+    def describe(self) -> str:
+        """A short human description, e.g. `git /srv/pbx.git#main:desired`."""
+        ...
+
+    def close(self) -> None:
+        """Stop any background watching."""
+        ...
+
+
+def _prune(snapshots_dir: Path, keep: Path) -> None:
+    """Delete all but the newest KEEP_SNAPSHOTS snapshot dirs (never `keep`)."""
+    dirs = sorted(
+        (p for p in snapshots_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in dirs[KEEP_SNAPSHOTS:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class GitSource:
+    """Follow `branch` of a git remote (URL or local path); export `path` of its head commit."""
+
+    def __init__(self, url: str, branch: str = "main", path: str = "desired", *, cache_dir: Path) -> None:
+        self.url = url
+        self.branch = branch
+        self.path = path.strip("/")
+        self.cache_dir = Path(cache_dir)
+        self._lock = threading.Lock()
+        self._repo: git.Repo | None = None
+
+    def describe(self) -> str:
+        return f"git {self.url}#{self.branch}:{self.path or '.'}"
+
+    @property
+    def _ref(self) -> str:
+        return f"refs/remotes/origin/{self.branch}"
+
+    def _open(self) -> git.Repo:
+        if self._repo is not None:
+            return self._repo
+        repo_dir = self.cache_dir / "repo.git"
+        if (repo_dir / "HEAD").exists():
+            repo = git.Repo(repo_dir)
+            if repo.remotes.origin.url != self.url:
+                repo.remotes.origin.set_url(self.url)
+        else:
+            repo_dir.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(repo_dir, bare=True)
+            repo.create_remote("origin", self.url)
+        self._repo = repo
+        return repo
+
+    def fetch(self) -> str:
+        """Fetch the branch from the remote; return the sha of its head."""
+        repo = self._open()
+        refspec = f"+refs/heads/{self.branch}:{self._ref}"
+        try:
+            repo.git.fetch("--quiet", "--no-tags", "origin", refspec, kill_after_timeout=60)
+        except git.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().replace("\n", " ")
+            if "couldn't find remote ref" in stderr:
+                raise SourceInvalid(
+                    f"branch {self.branch!r} does not exist in {self.url}",
+                    "push the branch, or pass the right one with --branch",
+                ) from exc
+            raise SourceUnavailable(
+                f"cannot fetch {self.url}: {stderr or exc}",
+                "check that the remote is reachable and the credentials work; the loop retries",
+            ) from exc
+        return repo.commit(self._ref).hexsha
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            self.fetch()
+            return self._export(self._open().commit(self._ref))
+
+    def snapshot_at(self, revision: str) -> Snapshot | None:
+        with self._lock:
+            try:
+                commit = self._open().commit(revision)
+            except (ValueError, git.BadName, git.BadObject):
+                return None
+            return self._export(commit)
+
+    def _export(self, commit: git.Commit) -> Snapshot:
+        tree = commit.tree
+        if self.path:
+            try:
+                tree = tree / self.path
+            except KeyError as exc:
+                raise SourceInvalid(
+                    f"commit {commit.hexsha[:12]} of {self.branch!r} has no {self.path!r} directory",
+                    "commit the desired state under that path, or pass the right one with --path",
+                ) from exc
+            if tree.type != "tree":
+                raise SourceInvalid(f"{self.path!r} in commit {commit.hexsha[:12]} is not a directory")
+        snapshots = self.cache_dir / "snapshots"
+        target = snapshots / commit.hexsha
+        if not target.exists():
+            # Commits are immutable: export once into a temp dir, rename into place.
+            snapshots.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".export-"))
+            try:
+                _write_tree(tree, tmp)
+                tmp.rename(target)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not target.exists():
+                    raise
+        target.touch()
+        _prune(snapshots, keep=target)
+        return Snapshot(
+            path=target,
+            revision=commit.hexsha,
+            subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
+            author=commit.author.name,
+            committed_at=commit.committed_datetime.isoformat(),
+            display_path=self.path or ".",
+        )
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+
+def _write_tree(tree: git.Tree, target: Path) -> None:
+    """Write the regular files of `tree` (recursively) below `target`.
+
+    Symlinks and submodules are skipped: a link in the repo must not make the reconciler read
+    files outside the snapshot.
+    """
+    for item in tree.traverse():
+        if item.type != "blob" or item.mode & 0o170000 != 0o100000:
+            continue
+        rel = Path(item.path).relative_to(tree.path) if tree.path else Path(item.path)
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(item.data_stream.read())
+
+
+class _Debounced(FileSystemEventHandler):
+    """Calls `fire()` once after events stop arriving for `quiet_s` seconds."""
+
+    IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part")
+
+    def __init__(self, fire: Callable[[], None], quiet_s: float) -> None:
+        self.fire = fire
+        self.quiet_s = quiet_s
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        name = Path(str(event.src_path)).name
+        if event.event_type in ("opened", "closed_no_write") or name.startswith(".#"):
+            return
+        if name.endswith(self.IGNORED_SUFFIXES) and event.event_type != "moved":
+            return
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.quiet_s, self.fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+
+class DirectorySource:
+    """A local directory of desired files; `watch()` reports edits (debounced) to a callback."""
+
+    def __init__(self, directory: Path, *, cache_dir: Path, quiet_s: float = 0.5) -> None:
+        self.directory = Path(directory)
+        self.cache_dir = Path(cache_dir)
+        self.quiet_s = quiet_s
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._handler: _Debounced | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"dir {self.directory}"
+
+    def _revision(self) -> str:
+        from reconciler import revision  # the core helper's module: git sha when clean, else a hash
+
+        return revision.revision_of(self.directory)
+
+    def snapshot(self) -> Snapshot:
+        if not self.directory.is_dir():
+            raise SourceUnavailable(
+                f"desired-state directory {self.directory} does not exist",
+                "create it or pass the right one with --dir; the loop retries",
+            )
+        with self._lock:
+            # Copy, then make sure nobody changed the files meanwhile: the revision must name
+            # exactly the files that get applied.
+            for _ in range(5):
+                before = self._revision()
+                snap = self._copy(before)
+                if self._revision() == before:
+                    return snap
+            raise SourceUnavailable(
+                f"{self.directory} keeps changing while being read",
+                "the loop tries again once the edits settle",
+            )
+
+    def snapshot_at(self, revision: str) -> Snapshot | None:
+        target = self.cache_dir / "snapshots" / _safe_name(revision)
+        return (
+            Snapshot(path=target, revision=revision, display_path=str(self.directory))
+            if target.is_dir()
+            else None
+        )
+
+    def _copy(self, revision: str) -> Snapshot:
+        snapshots = self.cache_dir / "snapshots"
+        snapshots.mkdir(parents=True, exist_ok=True)
+        target = snapshots / _safe_name(revision)
+        tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".copy-"))
+        try:
+            for src in sorted(self.directory.rglob("*")):
+                rel = src.relative_to(self.directory)
+                if src.is_symlink() or not src.is_file() or any(p.startswith(".") for p in rel.parts):
+                    continue
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, tmp / rel)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        target.touch()
+        _prune(snapshots, keep=target)
+        return Snapshot(path=target, revision=revision, display_path=str(self.directory))
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        """Start a watchdog observer that calls `on_change()` after edits settle."""
+        if self._observer is not None:
+            return
+        self._handler = _Debounced(on_change, self.quiet_s)
+        observer = Observer()
+        observer.schedule(self._handler, str(self.directory), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def close(self) -> None:
+        if self._handler is not None:
+            self._handler.cancel()
+        if self._observer is not None:
+            self._observer.stop()
+            with contextlib.suppress(RuntimeError):
+                self._observer.join(timeout=2)
+            self._observer = None
+
+
+def _safe_name(revision: str) -> str:
+    return revision.replace(":", "-").replace("/", "-")
