@@ -1,7 +1,130 @@
+"""The verbs that need no Asterisk: `validate`, `render`, `plan` and `schema`."""
+
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from reconciler import plan as planning
+from reconciler.errors import EXIT_CHANGES, ReconcilerError
+from reconciler.load import load_desired
+from reconciler.model import DesiredState
+from reconciler.render import RENDERED_FILES, render_desired
+from reconciler.secrets import resolve_secrets
+from reconciler.settings import Settings
+
+DIR_ARG = typer.Argument(None, help="Directory with the desired *.yaml files (default: desired).")
+ENV_FILE_OPT = typer.Option(None, "--env-file", help="KEY=VALUE file with secret values (default: .env).")
+
+
+def _settings(env_file: Path | None = None, templates: Path | None = None) -> Settings:
+    return Settings.from_env(env_file=env_file, templates_dir=templates)
+
+
+def validate(
+    desired_dir: Path | None = DIR_ARG,
+    check_secrets: bool = typer.Option(
+        False, "--check-secrets", help="Also resolve every secret and refuse missing or weak values."
+    ),
+    env_file: Path | None = ENV_FILE_OPT,
+) -> None:
+    """Check the desired state; print every problem as FILE:LINE: field: message. Needs no secrets."""
+    settings = _settings(env_file)
+    directory = desired_dir or settings.desired_dir
+    loaded = load_desired(directory)
+    if check_secrets:
+        resolve_secrets(loaded, settings)
+    state = loaded.state
+    typer.echo(
+        f"{directory}: valid ({len(state.extensions)} extensions, {len(state.providers)} providers, "
+        f"{len(state.outbound)} outbound and {len(state.inbound)} inbound routes)"
+    )
+
+
+def render(
+    desired_dir: Path | None = DIR_ARG,
+    out: Path = typer.Option(
+        ..., "--out", help="Directory to write pjsip.conf, extensions.conf, voicemail.conf."
+    ),
+    templates: Path | None = typer.Option(
+        None, "--templates", help="Directory with the *.conf.j2 templates."
+    ),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Revision for the header (default: git/hash)."
+    ),
+    env_file: Path | None = ENV_FILE_OPT,
+) -> None:
+    """Render the Asterisk config files into OUT (nothing is written when validation fails)."""
+    settings = _settings(env_file, templates)
+    rendered = render_desired(desired_dir or settings.desired_dir, settings, revision=revision)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    typer.echo(f"rendered {', '.join(rendered.files)} into {out} (revision {rendered.revision})")
+
+
+def plan(
+    desired_dir: Path | None = DIR_ARG,
+    against: Path = typer.Option(
+        ..., "--against", help="Directory with the live or previously rendered files."
+    ),
+    output_format: str = typer.Option("text", "--format", help="text or markdown (for a PR comment)."),
+    templates: Path | None = typer.Option(
+        None, "--templates", help="Directory with the *.conf.j2 templates."
+    ),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Revision for the header (default: git/hash)."
+    ),
+    env_file: Path | None = ENV_FILE_OPT,
+) -> None:
+    """Show what applying DIR would change compared with AGAINST. Exit 0: no change, 2: changes."""
+    if output_format not in ("text", "markdown"):
+        raise ReconcilerError(
+            f"--format {output_format!r} is not text or markdown", "use --format text or markdown"
+        )
+    settings = _settings(env_file, templates)
+    rendered = render_desired(desired_dir or settings.desired_dir, settings, revision=revision)
+    live: dict[str, str] = {}
+    if against.is_dir():
+        for name in RENDERED_FILES:
+            path = against / name
+            if path.is_file():
+                live[name] = path.read_text(encoding="utf-8")
+    elif against.exists():
+        raise ReconcilerError(
+            f"--against {against} is not a directory", "point it at a directory of .conf files"
+        )
+    result = planning.make_plan(rendered.files, live, rendered.secret_values)
+    formatter = planning.format_markdown if output_format == "markdown" else planning.format_text
+    typer.echo(formatter(result), nl=False)
+    if result.has_changes:
+        raise typer.Exit(EXIT_CHANGES)
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema of one desired file: any of the top-level keys, nothing else."""
+    schema = DesiredState.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "asterisk-gitops desired state file"
+    schema["description"] = (
+        "One file in desired/: any of the top-level keys pbx, providers, extensions, outbound, inbound "
+        "(each key in one file only)."
+    )
+    schema["additionalProperties"] = False
+    schema.pop("required", None)
+    return schema
+
+
+def schema() -> None:
+    """Print the JSON Schema of the desired files (for editor completion and checks)."""
+    typer.echo(json.dumps(json_schema(), indent=2, sort_keys=False))
+
 
 def register(app: typer.Typer) -> None:
-    """Placeholder until this group of verbs is built."""
+    """Add validate, render, plan and schema to the CLI."""
+    app.command("validate")(validate)
+    app.command("render")(render)
+    app.command("plan")(plan)
+    app.command("schema")(schema)

@@ -1,0 +1,350 @@
+"""Rendered files vs live files → a `Plan`: what changes semantically, the masked diff, what to reload.
+
+The semantic part works on parsed sections only (`confparse`), so it also works against live files
+without the YAML they came from. Revision lines (the `; revision:` header, the `gitops-rev-*` AOR and
+`revision@gitops-meta`) never count as a change: a new revision with the same content is
+`revision_only`, needs no reload for correctness, and makes `plan` exit 0.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.confparse import Section, parse_conf
+
+MASK = "********"
+MIN_MASKED_LENGTH = 4  # shorter "secrets" (a user name like "42") would mask unrelated text
+
+RELOAD_COMMANDS: dict[str, str] = {
+    "pjsip.conf": "module reload res_pjsip.so",
+    "extensions.conf": "dialplan reload",
+    "voicemail.conf": "module reload app_voicemail.so",
+}
+RESTART_COMMAND = "core restart gracefully"
+
+_REVISION_LINE = re.compile(r"^;\s*revision:.*$")
+_MARKER_SECTION = re.compile(r"^\[gitops-rev-[0-9a-zA-Z]+\]")
+_MARKER_COMMENT = re.compile(r"^;.*gitops-rev-[0-9a-zA-Z]+")
+_META_LINE = re.compile(r"^exten\s*=>\s*revision\s*,\s*1\s*,\s*NoOp\([^)]*\)\s*$")
+_SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
+_MAILBOX_LINE = re.compile(r"^(\s*[0-9]+\s*=>\s*)([^,]*)(,.*)?$")
+_DIALPLAN_LABEL = re.compile(r"NoOp\((route|extension|inbound|feature) ([^\s:)]+)(?: ([^\s:)]+))?")
+_PROVIDER_SUFFIXES = ("-auth", "-reg", "-identify")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What applying `new` over `live` would do."""
+
+    changed_files: list[str]  # content differs (revision lines ignored), in render order
+    revision_only: list[str]  # only the revision header/markers differ
+    changes: list[str]  # semantic, e.g. "extension 4006 added"
+    diff: str  # unified diff live → new of the changed files, secrets masked
+    reloads: list[str]  # Asterisk CLI commands for the changed files
+    restart_required: bool  # a transport changed or was removed: PJSIP does not reload transports
+    new_revision: str | None = None
+    live_revision: str | None = None
+    restart_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed_files)
+
+    @property
+    def files_to_write(self) -> list[str]:
+        """Changed files plus those whose revision markers are stale."""
+        return [*self.changed_files, *self.revision_only]
+
+    @property
+    def marker_reloads(self) -> list[str]:
+        """Reloads that also bring the revision markers up to date (for `files_to_write`)."""
+        return [RELOAD_COMMANDS[f] for f in _ordered(self.files_to_write) if f in RELOAD_COMMANDS]
+
+
+def _ordered(names: Iterable[str]) -> list[str]:
+    order = list(RELOAD_COMMANDS)
+    return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def revision_of_text(text: str) -> str | None:
+    """The revision named in a rendered file's `; revision:` header line, if any."""
+    for line in text.splitlines()[:10]:
+        match = re.match(r"^;\s*revision:\s*(\S+)", line)
+        if match:
+            return match.group(1)
+    return None
+
+
+def strip_revision(text: str) -> str:
+    """`text` without the revision header line, the marker AOR section and the gitops-meta line."""
+    out: list[str] = []
+    in_marker = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_marker = bool(_MARKER_SECTION.match(stripped))
+        if in_marker or _REVISION_LINE.match(stripped) or _MARKER_COMMENT.match(stripped):
+            continue
+        if _META_LINE.match(stripped):
+            continue
+        out.append(line)
+    return "\n".join(out).rstrip("\n")
+
+
+def mask(text: str, secret_values: Iterable[str] = (), file: str = "") -> str:
+    """Replace secrets with `********`: values of `password`/`secret` keys, voicemail PINs, and
+    every occurrence of any of `secret_values` (longest first)."""
+    values = sorted({v for v in secret_values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True)
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")
+        match = _SECRET_KEY.match(body)
+        if match:
+            body = match.group(1) + MASK + match.group(3)
+        elif file == "voicemail.conf" and not body.lstrip().startswith(";"):
+            vm = _MAILBOX_LINE.match(body)
+            if vm and vm.group(2).strip():
+                body = vm.group(1) + MASK + (vm.group(3) or "")
+        for value in values:
+            body = body.replace(value, MASK)
+        out.append(body + nl)
+    return "".join(out)
+
+
+# ---- semantic objects -------------------------------------------------------------------------
+
+ObjectKey = tuple[str, str]  # (kind, name), e.g. ("extension", "4001")
+Parts = dict[tuple[str, ...], dict[str, list[str]]]  # part id → option → values
+
+
+def _pjsip_object(section: Section) -> ObjectKey | None:
+    name, kind = section.name, section.type
+    if _MARKER_SECTION.match(f"[{name}]"):
+        return None
+    if kind == "transport":
+        return ("transport", name)
+    base = name.removesuffix("-auth")
+    if base.isdigit():
+        return ("extension", base)
+    for suffix in _PROVIDER_SUFFIXES:
+        if name.endswith(suffix):
+            return ("provider", name.removesuffix(suffix))
+    if kind in {"endpoint", "aor"} and re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        return ("provider", name)
+    return ("section", name)
+
+
+def _pjsip_objects(text: str) -> dict[ObjectKey, Parts]:
+    objects: dict[ObjectKey, Parts] = {}
+    for section in parse_conf(text):
+        key = _pjsip_object(section)
+        if key is None:
+            continue
+        options: dict[str, list[str]] = {}
+        for k, v in section.options:
+            options.setdefault(k, []).append(v)
+        part = ("pjsip.conf", section.name, section.type or "", ",".join(section.templates))
+        objects.setdefault(key, {})[part] = {k: sorted(v) for k, v in options.items()}
+    return objects
+
+
+def _dialplan_objects(text: str) -> dict[ObjectKey, Parts]:
+    objects: dict[ObjectKey, Parts] = {}
+    for section in parse_conf(text):
+        if section.name == "gitops-meta":
+            continue
+        groups: list[tuple[str, list[str]]] = []
+        for k, v in section.options:
+            if k == "exten":
+                exten = v.split(",", 1)[0].strip()
+                groups.append((exten, [v]))
+            elif k == "same" and groups:
+                groups[-1][1].append(v)
+            else:
+                groups.append((f"{k} => {v}", [v]))
+        for exten, lines in groups:
+            label = _DIALPLAN_LABEL.search(lines[0])
+            if label is None:
+                key: ObjectKey = ("dialplan", f"{exten}@{section.name}")
+            elif label.group(1) == "inbound" and label.group(3) not in (None, "unknown"):
+                key = ("inbound route", f"{label.group(2)} {label.group(3)}")
+            elif label.group(1) == "inbound":
+                key = ("provider", label.group(2))
+            elif label.group(1) == "feature":
+                key = ("feature", label.group(2))
+            else:
+                key = (label.group(1), label.group(2))
+            objects.setdefault(key, {})[("extensions.conf", section.name, exten)] = {"": lines}
+    return objects
+
+
+def _voicemail_objects(text: str) -> dict[ObjectKey, Parts]:
+    objects: dict[ObjectKey, Parts] = {}
+    for section in parse_conf(text):
+        for k, v in section.options:
+            pin, _, rest = v.partition(",")
+            if k.isdigit():
+                key: ObjectKey = ("extension", k)
+                parts = {"voicemail pin": [pin.strip()], "voicemail": [rest.strip()]}
+            else:
+                key = ("voicemail", f"{section.name}.{k}")
+                parts = {"": [v]}
+            objects.setdefault(key, {})[("voicemail.conf", section.name, k)] = parts
+    return objects
+
+
+_PARSERS = {
+    "pjsip.conf": _pjsip_objects,
+    "extensions.conf": _dialplan_objects,
+    "voicemail.conf": _voicemail_objects,
+}
+
+
+def _objects(files: Mapping[str, str]) -> dict[ObjectKey, Parts]:
+    merged: dict[ObjectKey, Parts] = {}
+    for name, text in files.items():
+        parser = _PARSERS.get(name)
+        if parser is None:
+            continue
+        for key, parts in parser(text).items():
+            merged.setdefault(key, {}).update(parts)
+    return merged
+
+
+def _changed_fields(old: Parts, new: Parts) -> list[str]:
+    fields: set[str] = set()
+    for part in old.keys() | new.keys():
+        a, b = old.get(part, {}), new.get(part, {})
+        if part[0] == "extensions.conf":
+            if a != b:
+                fields.add("dialplan")
+            continue
+        for option in a.keys() | b.keys():
+            if a.get(option) != b.get(option):
+                fields.add(option or part[0])
+    return sorted(fields)
+
+
+def semantic_changes(new: Mapping[str, str], live: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(changes, restart reasons) between two sets of rendered files, as sentences."""
+    old_objects, new_objects = _objects(live), _objects(new)
+    changes: list[str] = []
+    restart: list[str] = []
+
+    def sort_key(key: ObjectKey) -> tuple[str, int, str]:
+        kind, name = key
+        return (kind, int(name) if name.isdigit() else -1, name)
+
+    for key in sorted(old_objects.keys() | new_objects.keys(), key=sort_key):
+        kind, name = key
+        if key not in old_objects:
+            changes.append(f"{kind} {name} added")
+        elif key not in new_objects:
+            sentence = f"{kind} {name} removed"
+            if kind == "transport":
+                sentence += " (restart needed)"
+                restart.append(sentence)
+            changes.append(sentence)
+        else:
+            fields = _changed_fields(old_objects[key], new_objects[key])
+            if not fields:
+                continue
+            if kind == "transport":
+                sentence = f"transport {name} changed (restart needed)"
+                restart.append(sentence)
+            elif fields == ["dialplan"] and kind in {"route", "inbound route", "feature", "dialplan"}:
+                sentence = f"{kind} {name} changed"
+            else:
+                sentence = f"{kind} {name} {', '.join(fields)} changed"
+            changes.append(sentence)
+    return changes, restart
+
+
+def make_plan(
+    new: Mapping[str, str] | Any, live: Mapping[str, str], secret_values: Iterable[str] = ()
+) -> Plan:
+    """Compare rendered files `new` (a name → text mapping, or a `render.Rendered`) with `live`
+    (the same names; a missing name means the file does not exist yet)."""
+    new_files: Mapping[str, str] = new.files if hasattr(new, "files") else new
+    secrets = frozenset(secret_values)
+    names = _ordered(new_files)
+    changed: list[str] = []
+    revision_only: list[str] = []
+    diff_parts: list[str] = []
+    for name in names:
+        old_text = live.get(name)
+        new_text = new_files[name]
+        if old_text is not None and old_text == new_text:
+            continue
+        if old_text is not None and strip_revision(old_text) == strip_revision(new_text):
+            revision_only.append(name)
+            continue
+        changed.append(name)
+        before = mask(old_text or "", secrets, name).splitlines(keepends=True)
+        after = mask(new_text, secrets, name).splitlines(keepends=True)
+        fromfile = f"live/{name}" if old_text is not None else "/dev/null"
+        diff_parts.extend(difflib.unified_diff(before, after, fromfile, f"new/{name}"))
+    diff = "".join(line if line.endswith("\n") else line + "\n" for line in diff_parts)
+    live_subset = {k: v for k, v in live.items() if k in new_files}
+    changes, restart = semantic_changes(
+        {k: new_files[k] for k in changed}, {k: live_subset[k] for k in changed if k in live_subset}
+    )
+    new_revision = next((r for r in (revision_of_text(t) for t in new_files.values()) if r), None)
+    live_revision = next((r for r in (revision_of_text(t) for t in live_subset.values()) if r), None)
+    return Plan(
+        changed_files=changed,
+        revision_only=revision_only,
+        changes=changes,
+        diff=diff,
+        reloads=[RELOAD_COMMANDS[n] for n in changed if n in RELOAD_COMMANDS],
+        restart_required=bool(restart),
+        new_revision=new_revision,
+        live_revision=live_revision,
+        restart_reasons=restart,
+    )
+
+
+def format_text(plan: Plan) -> str:
+    """Human-readable plan: changes, then the masked diff, then the Asterisk commands."""
+    lines: list[str] = []
+    if not plan.has_changes:
+        lines.append("No changes." + (" (only the revision markers differ)" if plan.revision_only else ""))
+        return "\n".join(lines) + "\n"
+    lines.append(f"Plan: {len(plan.changes)} change(s) in {', '.join(plan.changed_files)}")
+    lines += [f"  ~ {c}" for c in plan.changes]
+    lines.append("")
+    lines.append(plan.diff.rstrip("\n"))
+    lines.append("")
+    lines.append("Asterisk commands an apply would run:")
+    lines += [f"  asterisk -rx '{cmd}'" for cmd in plan.reloads]
+    if plan.restart_required:
+        lines.append(f"  asterisk -rx '{RESTART_COMMAND}'   # {'; '.join(plan.restart_reasons)}")
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(plan: Plan) -> str:
+    """The plan as a pull-request comment."""
+    if not plan.has_changes:
+        return "### reconciler plan\n\nNo changes.\n"
+    lines = ["### reconciler plan", ""]
+    lines.append(f"**{len(plan.changes)} change(s)** in {', '.join(f'`{f}`' for f in plan.changed_files)}:")
+    lines.append("")
+    lines += [f"- {c}" for c in plan.changes]
+    lines += ["", "Asterisk commands an apply would run:", ""]
+    lines += [f"- `{cmd}`" for cmd in plan.reloads]
+    if plan.restart_required:
+        lines.append(f"- `{RESTART_COMMAND}` (**restart needed**: {'; '.join(plan.restart_reasons)})")
+    lines += [
+        "",
+        "<details><summary>Diff (secrets masked)</summary>",
+        "",
+        "```diff",
+        plan.diff.rstrip("\n"),
+        "```",
+    ]
+    lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
