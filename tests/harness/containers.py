@@ -1,0 +1,408 @@
+"""Asterisk containers for tests: the PBX under test and a second Asterisk acting as the provider.
+
+Both run the project's image with host networking (SIP on 127.0.0.1, a port reserved by
+`ports.reserve_port`, their own RTP block). Containers are named `test-<purpose>-<random>` and are
+always removed by `stop()` (the context managers and fixtures call it in `finally`).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Ryuk (testcontainers' reaper image) cannot be pulled here; cleanup is ours (stop() in finally).
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+import contextlib
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+import docker
+import jinja2
+from testcontainers.core.container import DockerContainer
+
+from tests.harness import ports
+
+IMAGE = os.environ.get("ASTERISK_TEST_IMAGE", "asterisk-gitops/asterisk:latest")
+MANAGED_DIR = "/etc/asterisk/managed"
+MESSAGES_LOG = "/var/log/asterisk/messages.log"
+PROVIDER_TEMPLATES = Path(__file__).parent / "provider"
+PROVIDER_USER = "pbxtrunk"
+EXTENSIONS = tuple(str(n) for n in range(4000, 4006))
+T = TypeVar("T")
+
+
+class HarnessError(RuntimeError):
+    """The test harness could not set up what a test needs (image, container, port)."""
+
+
+def image_available(image: str = IMAGE) -> bool:
+    """True when `image` exists locally (it cannot be pulled here: it is built by `.ci/run`/make)."""
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return False
+    try:
+        client.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    finally:
+        client.close()
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers."""
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.close()
+        return True
+    except docker.errors.DockerException:
+        return False
+
+
+def wait_for_image(image: str = IMAGE, timeout_s: float = 0.0, poll_s: float = 5.0) -> bool:
+    """Wait up to `timeout_s` for `image` to exist locally; True when it does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if image_available(image):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+
+
+def poll(check: Callable[[], T], timeout_s: float, interval_s: float = 0.25) -> T:
+    """Call `check()` until it returns a truthy value or `timeout_s` passes; return the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval_s)
+
+
+class AsteriskContainer:
+    """One Asterisk of the project's image, host-networked, with a reserved SIP port and RTP block.
+
+    `sip_port` is reserved at construction, so a test can write it into config before `start()`.
+    """
+
+    def __init__(self, purpose: str, *, image: str = IMAGE, name_prefix: str = "test") -> None:
+        self.purpose = purpose
+        self.image = image
+        self.name = f"{name_prefix}-{purpose}-{secrets.token_hex(4)}"
+        self.sip_port: int = ports.reserve_port()
+        self.rtp_range: tuple[int, int] = ports.reserve_rtp_range()
+        self._files: dict[str, bytes] = {}
+        self._container: DockerContainer | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def with_managed_file(self, name: str, text: str) -> Self:
+        """Put `text` into `<managed dir>/<name>` before Asterisk starts (readable by asterisk)."""
+        self._files[name] = text.encode()
+        return self
+
+    def start(self, boot_timeout_s: float = 30.0) -> Self:
+        """Create and start the container, wait until Asterisk is fully booted."""
+        if not image_available(self.image):
+            raise HarnessError(f"image {self.image} is not built; run `make image` (or .ci/run) first")
+        container = (
+            DockerContainer(self.image)
+            .with_name(self.name)
+            .with_kwargs(network_mode="host", labels={"asterisk-gitops.test": self.purpose})
+            .with_env("RTP_START", str(self.rtp_range[0]))
+            .with_env("RTP_END", str(self.rtp_range[1]))
+        )
+        for name, data in self._files.items():
+            container.with_copy_into_container(data, f"{MANAGED_DIR}/{name}", 0o644)
+        self._container = container
+        try:
+            container.start()
+            self.wait_booted(boot_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Remove the container (and its anonymous volumes) and release its ports. Idempotent."""
+        container, self._container = self._container, None
+        if container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.stop(force=True, delete_volume=True)
+        ports.release_port(self.sip_port)
+        ports.release_rtp_range(self.rtp_range)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def docker_container(self) -> docker.models.containers.Container:
+        """The docker SDK container object (for put_archive, logs, …)."""
+        if self._container is None:
+            raise HarnessError(f"{self.name} is not running")
+        return self._container.get_wrapped_container()
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def exec(self, cmd: str | list[str], user: str = "root") -> tuple[int, str]:
+        """Run `cmd` (a shell string or an argv list) in the container; return (exit code, output)."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else cmd
+        code, out = self.docker_container.exec_run(argv, user=user)
+        return code, out.decode(errors="replace")
+
+    def cli(self, *commands: str) -> str:
+        """Run Asterisk CLI commands in one `docker exec`; return their output, in order, joined."""
+        return "\n".join(self.cli_each(*commands))
+
+    def cli_each(self, *commands: str) -> list[str]:
+        """Run Asterisk CLI commands in one `docker exec`; return one output per command."""
+        marker = f"CLI-OUTPUT-SPLIT-{secrets.token_hex(4)}"
+        script = f"; echo {marker}; ".join(f"asterisk -rx {shlex.quote(c)}" for c in commands)
+        _, out = self.exec(script)
+        return [part.strip("\n") for part in out.split(f"{marker}\n")]
+
+    def wait_booted(self, timeout_s: float = 30.0) -> None:
+        """Wait until `core waitfullybooted` answers (the control socket exists only after start-up)."""
+        ok = poll(lambda: "fully booted" in self.exec("asterisk -rx 'core waitfullybooted'")[1], timeout_s)
+        if not ok:
+            raise HarnessError(
+                f"{self.name}: Asterisk did not finish booting in {timeout_s} s:\n{self.log_tail(40)}"
+            )
+
+    def log_tail(self, lines: int = 200) -> str:
+        """The last `lines` lines of Asterisk's messages.log in the container."""
+        return self.exec(f"tail -n {int(lines)} {MESSAGES_LOG}")[1]
+
+    def read_file(self, path: str) -> str:
+        """Text of a file in the container ('' when it does not exist)."""
+        code, out = self.exec(["cat", path])
+        return out if code == 0 else ""
+
+    # --- checks ----------------------------------------------------------------------------------
+
+    def owns_sip_port(self) -> bool:
+        """True when this container's Asterisk is bound to 127.0.0.1:`sip_port` (UDP).
+
+        Two Asterisks on one port fail silently (the loser logs "Address already in use" and still
+        boots), so both the transport list and the socket's owning process are checked.
+        """
+        transports = self.cli("pjsip show transports")
+        if not re.search(rf"\s127\.0\.0\.1:{self.sip_port}\s", transports + "\n"):
+            return False
+        pids = ports.socket_pids(self.sip_port)
+        if pids is None:  # cannot see process owners: Asterisk lists only transports it did bind
+            return "could not be started" not in self.log_tail(400)
+        mine = {int(row[1]) for row in self.docker_container.top()["Processes"]}
+        return bool(pids & mine)
+
+    def verify_owns_sip_port(self, timeout_s: float = 10.0) -> None:
+        """Raise HarnessError unless this container owns its SIP port within `timeout_s`."""
+        if not poll(self.owns_sip_port, timeout_s):
+            raise HarnessError(
+                f"{self.name} does not own 127.0.0.1:{self.sip_port}/udp "
+                f"(another process bound it first, or no transport was configured):\n"
+                f"{self.cli('pjsip show transports')}\n{self.log_tail(30)}"
+            )
+
+    def contacts(self) -> list[str]:
+        """`Aor/ContactUri` of every contact in `pjsip show contacts`."""
+        return re.findall(r"^\s*Contact:\s+(\S+/sip:\S+)", self.cli("pjsip show contacts"), re.MULTILINE)
+
+    def channel_count(self) -> int:
+        """Number of active channels (`core show channels count`)."""
+        match = re.search(r"(\d+) active channels?", self.cli("core show channels count"))
+        return int(match.group(1)) if match else 0
+
+
+class PbxContainer(AsteriskContainer):
+    """The PBX under test: starts with an empty managed dir; the reconciler writes into it."""
+
+    def __init__(self, purpose: str = "pbx", **kwargs: str) -> None:
+        super().__init__(purpose, **kwargs)
+
+    def registration_status(self, name_fragment: str = "") -> str:
+        """Status column of the first outbound registration (containing `name_fragment`), or ''."""
+        for line in self.cli("pjsip show registrations").splitlines():
+            if name_fragment in line and re.search(r"\b(Registered|Unregistered|Rejected|Stopp\w+)\b", line):
+                return re.search(r"\b(Registered|Unregistered|Rejected|Stopp\w+)\b", line).group(1)  # type: ignore[union-attr]
+        return ""
+
+    def wait_registered(self, name_fragment: str = "", timeout_s: float = 20.0) -> bool:
+        """Poll `pjsip show registrations` until a registration shows `Registered`."""
+        return bool(poll(lambda: self.registration_status(name_fragment) == "Registered", timeout_s, 0.5))
+
+
+class ProviderContainer(AsteriskContainer):
+    """A second Asterisk acting as the SIP provider for the PBX.
+
+    It accepts a REGISTER from user `pbxtrunk` with `password`, identifies the PBX's INVITEs by its
+    address *and port* (a bare 127.0.0.1 would make every loopback sender the trunk) and still
+    challenges them, answers any number, records each dialled number in AstDB (`received/<uniqueid>`)
+    and hangs up after `answer_s` seconds unless the caller hangs up first.
+    """
+
+    def __init__(self, pbx_port: int, password: str, *, answer_s: int = 60, **kwargs: str) -> None:
+        super().__init__("provider", **kwargs)
+        self.pbx_port = pbx_port
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(PROVIDER_TEMPLATES),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+        values = {
+            "sip_port": self.sip_port,
+            "pbx_port": pbx_port,
+            "username": PROVIDER_USER,
+            "password": password,
+            "answer_s": int(answer_s),
+        }
+        for name in ("pjsip.conf", "extensions.conf"):
+            self.with_managed_file(name, env.get_template(f"{name}.j2").render(values))
+
+    def start(self, boot_timeout_s: float = 30.0) -> Self:
+        super().start(boot_timeout_s)
+        try:
+            self.verify_owns_sip_port()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def received_numbers(self) -> list[str]:
+        """Every number the provider was asked to call, oldest first."""
+        rows = re.findall(
+            r"^/received/(\S+)\s*:\s*(\S*)\s*$", self.cli("database show received"), re.MULTILINE
+        )
+
+        def order(uniqueid: str) -> tuple[int, int]:
+            epoch, _, seq = uniqueid.rsplit("-", 1)[-1].partition(".")
+            return int(epoch or 0), int(seq or 0)
+
+        return [number for _, number in sorted(rows, key=lambda row: order(row[0]))]
+
+    def clear_received(self) -> None:
+        """Forget the numbers received so far."""
+        self.cli("database deltree received")
+
+    def wait_received(self, count: int, timeout_s: float = 10.0) -> list[str]:
+        """Poll until at least `count` numbers were received; return what was received."""
+        numbers: list[str] = []
+
+        def enough() -> bool:
+            numbers[:] = self.received_numbers()
+            return len(numbers) >= count
+
+        poll(enough, timeout_s)
+        return numbers
+
+    def trunk_registered(self) -> bool:
+        """True when the PBX holds a registered contact on the provider's `pbxtrunk` AOR."""
+        return any(c.startswith(f"{PROVIDER_USER}/") for c in self.contacts())
+
+
+# --- desired state for a PBX + provider pair -------------------------------------------------------
+
+
+def make_secrets(extensions: Iterable[str] = EXTENSIONS) -> dict[str, str]:
+    """Fresh strong random secret values for the test desired state (never written to git)."""
+
+    def strong() -> str:
+        while True:
+            value = secrets.token_urlsafe(24)
+            if re.search(r"[a-z]", value) and re.search(r"[A-Z]", value) and re.search(r"[0-9]", value):
+                return value
+
+    values = {"PROVIDER_PASSWORD": strong()}
+    for number in extensions:
+        values[f"EXT_{number}_PASSWORD"] = strong()
+    return values
+
+
+def desired_yaml(
+    pbx_port: int,
+    provider_port: int,
+    *,
+    extensions: Mapping[str, str] | None = None,
+    provider_name: str = "fake_provider",
+) -> dict[str, str]:
+    """File name → YAML text of a desired state for a test PBX and its fake provider.
+
+    `extensions` maps number → display name (default 4000-4005 "Extension N"). Passwords are
+    `${EXT_<n>_PASSWORD}` references; the provider password is `${PROVIDER_PASSWORD}`.
+    """
+    exts = extensions if extensions is not None else {n: f"Extension {n}" for n in EXTENSIONS}
+    ext_lines = "".join(
+        f'  - number: "{number}"\n'
+        f"    name: {name}\n"
+        f"    password: ${{EXT_{number}_PASSWORD}}\n"
+        f"    voicemail: true\n"
+        for number, name in exts.items()
+    )
+    first = next(iter(exts), "4000")
+    return {
+        "pbx.yaml": (f"pbx:\n  bind: 127.0.0.1\n  port: {pbx_port}\n  media_address: 127.0.0.1\n"),
+        "providers.yaml": (
+            "providers:\n"
+            f"  - name: {provider_name}\n"
+            "    host: 127.0.0.1\n"
+            f"    port: {provider_port}\n"
+            "    transport: udp\n"
+            "    register: true\n"
+            f"    username: {PROVIDER_USER}\n"
+            "    password: ${PROVIDER_PASSWORD}\n"
+        ),
+        "extensions.yaml": "extensions:\n" + ext_lines,
+        "routes.yaml": (
+            "outbound:\n"
+            f'  - {{name: external, prefix: "9", strip: 1, provider: {provider_name}}}\n'
+            f'  - {{name: emergency, numbers: ["911", "112"], provider: {provider_name}}}\n'
+            "inbound:\n"
+            f'  - {{provider: {provider_name}, did: "+34910000000", to: "{first}"}}\n'
+        ),
+    }
+
+
+def write_desired_dir(
+    path: Path,
+    pbx: AsteriskContainer,
+    provider: AsteriskContainer,
+    *,
+    extensions: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the desired YAML for `pbx` + `provider` into `path` (created); return `path`."""
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.yaml"):
+        old.unlink()
+    for name, text in desired_yaml(pbx.sip_port, provider.sip_port, extensions=extensions).items():
+        (path / name).write_text(text)
+    return path
+
+
+def desired_dir(
+    tmp_path: Path,
+    pbx: AsteriskContainer,
+    provider: AsteriskContainer,
+    secret_values: Mapping[str, str] | None = None,
+) -> tuple[Path, dict[str, str]]:
+    """Write `<tmp_path>/desired` for these containers; return (its path, secret values for the env).
+
+    Pass `secret_values` when the provider was started with `PROVIDER_PASSWORD` already chosen
+    (it must be); missing values are generated.
+    """
+    values = {**make_secrets(), **(secret_values or {})}
+    return write_desired_dir(tmp_path / "desired", pbx, provider), values
