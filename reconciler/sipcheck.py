@@ -1,0 +1,569 @@
+"""`check-provider`: can this PBX reach its SIP provider and authenticate with the configured account?
+
+Four steps, each with a verdict and, on failure, what to fix: DNS resolution, transport connect
+(TCP, TLS with certificate checks, or UDP reachability), a SIP OPTIONS round trip, and a REGISTER
+with digest authentication followed by an unregister (Expires: 0). A small SIP client over plain
+sockets: the messages are few and simple, and the point is to see exactly what the provider says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import re
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+USER_AGENT = "asterisk-gitops check-provider"
+T1 = 0.5  # RFC 3261 Timer T1: first UDP retransmission interval
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one check step; `fix` says what to do when it failed."""
+
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class SipTarget:
+    """Everything check-provider needs about one provider, with the password already resolved."""
+
+    name: str
+    host: str
+    port: int
+    transport: str  # udp | tcp | tls
+    username: str
+    password: str = field(repr=False)
+    password_ref: str | None = None  # the secret's name (e.g. PBX_PROVIDER_PASSWORD), for hints
+    register: bool = True
+    ca_file: str | None = None  # extra trust anchor for a provider with a private CA
+
+
+@dataclass(frozen=True)
+class SipResponse:
+    status: int
+    reason: str
+    headers: dict[str, list[str]]
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+class SipTimeout(Exception):
+    """No final response within the time allowed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Message building and parsing
+
+
+_COMPACT = {"i": "call-id", "m": "contact", "f": "from", "t": "to", "v": "via", "l": "content-length"}
+
+
+def parse_response(data: bytes) -> SipResponse | None:
+    """Parse a SIP response's status line and headers; None when `data` is a request or garbage."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    lines = head.split("\r\n")
+    match = re.match(r"SIP/2\.0\s+(\d{3})\s*(.*)", lines[0])
+    if not match:
+        return None
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        if ":" not in line:
+            continue
+        name, value = line.split(":", 1)
+        key = name.strip().lower()
+        headers.setdefault(_COMPACT.get(key, key), []).append(value.strip())
+    return SipResponse(int(match.group(1)), match.group(2).strip(), headers)
+
+
+def parse_challenge(value: str) -> dict[str, str]:
+    """`Digest realm="x", nonce="y", qop="auth"` → {"realm": "x", "nonce": "y", "qop": "auth"}."""
+    scheme, _, params = value.strip().partition(" ")
+    result = {"scheme": scheme.lower()}
+    for match in re.finditer(r'([A-Za-z0-9_-]+)\s*=\s*("([^"]*)"|[^\s,]+)', params):
+        result[match.group(1).lower()] = match.group(3) if match.group(3) is not None else match.group(2)
+    return result
+
+
+def digest_authorization(
+    challenge: dict[str, str],
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The Authorization header value answering a Digest MD5 challenge (RFC 2617, qop=auth or none)."""
+    realm, nonce = challenge.get("realm", ""), challenge.get("nonce", "")
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()  # SIP digest is MD5 by definition
+
+    ha1 = md5(f"{username}:{realm}:{password}")
+    ha2 = md5(f"{method}:{uri}")
+    parts = [f'username="{username}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"']
+    qops = [q.strip() for q in challenge.get("qop", "").split(",") if q.strip()]
+    if "auth" in qops:
+        cnonce = cnonce or secrets.token_hex(8)
+        nc_text = f"{nc:08x}"
+        response = md5(f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+        parts += [f'response="{response}"', "qop=auth", f"nc={nc_text}", f'cnonce="{cnonce}"']
+    else:
+        parts.append(f'response="{md5(f"{ha1}:{nonce}:{ha2}")}"')
+    parts.append("algorithm=MD5")
+    if "opaque" in challenge:
+        parts.append(f'opaque="{challenge["opaque"]}"')
+    return "Digest " + ", ".join(parts)
+
+
+def _host_for_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class SipDialog:
+    """Builds requests that share a Call-ID, a From tag and a growing CSeq (one registration)."""
+
+    def __init__(self, target: SipTarget, local: tuple[str, int]) -> None:
+        self.target = target
+        self.local = local
+        self.call_id = secrets.token_hex(12) + "@asterisk-gitops"
+        self.tag = secrets.token_hex(6)
+        self.cseq = 0
+        self.branch = ""
+
+    @property
+    def server_uri(self) -> str:
+        return f"sip:{_host_for_uri(self.target.host)}:{self.target.port}"
+
+    def request(self, method: str, extra: list[str], to_user: str | None = None) -> bytes:
+        self.cseq += 1
+        self.branch = "z9hG4bK" + secrets.token_hex(8)
+        transport = self.target.transport.upper()
+        lhost, lport = self.local
+        user = self.target.username
+        to_uri = f"sip:{to_user}@{_host_for_uri(self.target.host)}" if to_user else self.server_uri
+        lines = [
+            f"{method} {self.server_uri} SIP/2.0",
+            f"Via: SIP/2.0/{transport} {_host_for_uri(lhost)}:{lport};branch={self.branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:{user}@{_host_for_uri(self.target.host)}>;tag={self.tag}",
+            f"To: <{to_uri}>",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} {method}",
+            f"User-Agent: {USER_AGENT}",
+            *extra,
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Transports
+
+
+class SipChannel:
+    """A connection (or connected UDP socket) to the provider: send a request, get its final response."""
+
+    def __init__(self, sock: socket.socket, stream: bool) -> None:
+        self.sock = sock
+        self.stream = stream
+        self._buffer = b""
+
+    @property
+    def local(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def transact(self, message: bytes, call_id: str, cseq: int, timeout: float) -> SipResponse:
+        """Send `message`, retransmit over UDP, and return the first final response matching it.
+
+        Raises SipTimeout, or ConnectionRefusedError when ICMP says nothing listens (UDP)."""
+        deadline = time.monotonic() + timeout
+        interval = T1
+        next_send = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise SipTimeout()
+            if now >= next_send:
+                self.sock.sendall(message) if self.stream else self.sock.send(message)
+                if self.stream:
+                    next_send = deadline  # reliable transports never retransmit
+                else:
+                    next_send = now + interval
+                    interval = min(interval * 2, 4.0)
+            self.sock.settimeout(max(0.01, min(next_send, deadline) - time.monotonic()))
+            try:
+                for data in self._receive():
+                    response = parse_response(data)
+                    if response is None or response.status < 200:
+                        continue  # a request from the server, or 100 Trying
+                    if response.header("call-id") != call_id:
+                        continue
+                    if not (response.header("cseq") or "").startswith(f"{cseq} "):
+                        continue  # a late answer to an earlier retransmission
+                    return response
+            except TimeoutError:
+                continue
+
+    def _receive(self) -> list[bytes]:
+        if not self.stream:
+            return [self.sock.recv(65535)]
+        chunk = self.sock.recv(65535)
+        if not chunk:
+            raise ConnectionResetError("the provider closed the connection")
+        self._buffer += chunk
+        messages = []
+        while b"\r\n\r\n" in self._buffer:
+            head, rest = self._buffer.split(b"\r\n\r\n", 1)
+            length_match = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+            length = int(length_match.group(1)) if length_match else 0
+            if len(rest) < length:
+                break
+            messages.append(head + b"\r\n\r\n" + rest[:length])
+            self._buffer = rest[length:].lstrip(b"\r\n")
+        return messages
+
+
+def open_channel(target: SipTarget, address: tuple, timeout: float) -> SipChannel:
+    """Open a channel to `address` using the target's transport (TLS verifies certificate and name)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    if target.transport == "udp":
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.connect(address)
+        return SipChannel(sock, stream=False)
+    sock = socket.create_connection(address[:2], timeout=timeout)
+    if target.transport == "tls":
+        context = ssl.create_default_context(cafile=target.ca_file)
+        try:
+            sock = context.wrap_socket(sock, server_hostname=target.host)
+        except BaseException:
+            sock.close()
+            raise
+    return SipChannel(sock, stream=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _password_hint(target: SipTarget) -> str:
+    where = f"check {target.password_ref}" if target.password_ref else "check the provider's password"
+    return f"the password for {target.name} is wrong: {where} (env, .env file or /run/secrets)"
+
+
+def check_dns(target: SipTarget) -> tuple[Step, tuple | None]:
+    """Resolve the provider's host; an IP literal needs no lookup."""
+    if _is_ip_literal(target.host):
+        return Step("DNS", Verdict.PASS, f"{target.host} is an IP address: no lookup needed"), (
+            target.host,
+            target.port,
+        )
+    kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=kind)
+    except socket.gaierror as exc:
+        return Step(
+            "DNS",
+            Verdict.FAIL,
+            f"cannot resolve {target.host}: {exc.strerror}",
+            "check the provider's host name for typos, and that this machine's DNS resolver works "
+            "(try `getent hosts " + target.host + "`)",
+        ), None
+    addresses = sorted({info[4][0] for info in infos})
+    return Step("DNS", Verdict.PASS, f"{target.host} → {', '.join(addresses)}"), infos[0][4]
+
+
+def check_connect(target: SipTarget, address: tuple, timeout: float) -> tuple[Step, SipChannel | None]:
+    """Open the transport: TCP handshake, TLS handshake with certificate checks, or a UDP socket."""
+    where = f"{address[0]}:{address[1]}/{target.transport}"
+    try:
+        channel = open_channel(target, address, timeout)
+    except ssl.SSLCertVerificationError as exc:
+        return Step(
+            "connect",
+            Verdict.FAIL,
+            f"TLS certificate of {target.host} not accepted: {exc.verify_message or exc.reason}",
+            "the provider's certificate is expired, self-signed or issued for another name: use the exact "
+            "host name the certificate names, or ask the provider for a valid certificate",
+        ), None
+    except ssl.SSLError as exc:
+        return Step(
+            "connect",
+            Verdict.FAIL,
+            f"TLS handshake with {where} failed: {exc.reason or exc}",
+            "the port may not speak TLS: check the provider's TLS port (often 5061) and transport",
+        ), None
+    except ConnectionRefusedError:
+        return Step(
+            "connect",
+            Verdict.FAIL,
+            f"connection to {where} refused: nothing listens there",
+            f"check the provider's port ({target.port}) and transport ({target.transport}) in the desired "
+            "state; the provider's documentation names both",
+        ), None
+    except (TimeoutError, OSError) as exc:
+        return Step(
+            "connect",
+            Verdict.FAIL,
+            f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc or 'timed out'}",
+            "a firewall may drop the traffic, or the port is wrong: check port and transport, and that "
+            "outgoing SIP is allowed from this network",
+        ), None
+    if target.transport == "tls":
+        return Step("connect", Verdict.PASS, f"TLS to {where}: certificate valid for {target.host}"), channel
+    if target.transport == "tcp":
+        return Step("connect", Verdict.PASS, f"TCP connection to {where} established"), channel
+    return Step(
+        "connect", Verdict.PASS, f"UDP socket to {where} open (reachability shown by OPTIONS)"
+    ), channel
+
+
+def _options(target: SipTarget, channel: SipChannel, timeout: float) -> SipResponse:
+    dialog = SipDialog(target, channel.local)
+    message = dialog.request("OPTIONS", ["Accept: application/sdp"])
+    return channel.transact(message, dialog.call_id, dialog.cseq, timeout)
+
+
+def check_options(target: SipTarget, channel: SipChannel, timeout: float) -> list[Step]:
+    """Send OPTIONS. Over UDP this is also the reachability test, reported as the connect step."""
+    where = f"{target.host}:{target.port}/{target.transport}"
+    steps: list[Step] = []
+    started = time.monotonic()
+    try:
+        response = _options(target, channel, timeout)
+    except ConnectionRefusedError:
+        return [
+            Step(
+                "connect",
+                Verdict.FAIL,
+                f"{where}: port unreachable (ICMP): nothing listens on this UDP port",
+                f"check the provider's port ({target.port}) and transport ({target.transport}) in the "
+                "desired state",
+            )
+        ]
+    except SipTimeout:
+        step = "connect" if target.transport == "udp" else "OPTIONS"
+        return [
+            Step(
+                step,
+                Verdict.FAIL,
+                f"no SIP answer from {where} within {timeout:g} s",
+                "nothing answered: check host, port and transport; a firewall may drop SIP"
+                if target.transport == "udp"
+                else "the port accepts connections but does not answer SIP: check port and transport",
+            )
+        ]
+    except (ConnectionResetError, OSError) as exc:
+        return [Step("OPTIONS", Verdict.FAIL, f"{where}: {exc}", "check port and transport")]
+    rtt_ms = (time.monotonic() - started) * 1000
+    if target.transport == "udp":
+        steps.append(Step("connect", Verdict.PASS, f"{where} answers over UDP"))
+    server = response.header("server") or response.header("user-agent")
+    about = f" ({server})" if server else ""
+    if response.status >= 500:
+        steps.append(
+            Step(
+                "OPTIONS",
+                Verdict.FAIL,
+                f"{response.status} {response.reason}{about} after {rtt_ms:.0f} ms",
+                "the provider answers but reports a server error: try later or contact the provider",
+            )
+        )
+    else:
+        # 401/403/404/405 still prove a SIP server is there: providers often refuse unauthenticated OPTIONS.
+        steps.append(
+            Step("OPTIONS", Verdict.PASS, f"{response.status} {response.reason}{about} in {rtt_ms:.0f} ms")
+        )
+    return steps
+
+
+def _register(
+    target: SipTarget, channel: SipChannel, expires: int, timeout: float, dialog: SipDialog | None = None
+) -> tuple[SipResponse, bool, SipDialog]:
+    """REGISTER (answering one digest challenge); returns the final response and whether we authenticated."""
+    dialog = dialog or SipDialog(target, channel.local)
+    lhost, lport = channel.local
+    transport_param = "" if target.transport == "udp" else f";transport={target.transport}"
+    contact = f"Contact: <sip:{target.username}@{_host_for_uri(lhost)}:{lport}{transport_param}>"
+    base = [contact, f"Expires: {expires}"]
+
+    def send(extra: list[str]) -> SipResponse:
+        message = dialog.request("REGISTER", base + extra, to_user=target.username)
+        return channel.transact(message, dialog.call_id, dialog.cseq, timeout)
+
+    response = send([])
+    if response.status not in (401, 407):
+        return response, False, dialog
+    header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+    challenge = parse_challenge(response.header(header) or "")
+    if challenge.get("scheme") != "digest" or challenge.get("algorithm", "MD5").upper() != "MD5":
+        return response, False, dialog
+    answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+    uri = dialog.server_uri
+    authorization = digest_authorization(challenge, "REGISTER", uri, target.username, target.password)
+    return send([f"{answer}: {authorization}"]), True, dialog
+
+
+def check_register(target: SipTarget, channel: SipChannel, timeout: float) -> list[Step]:
+    """REGISTER with the configured credentials, then remove the binding again (Expires: 0)."""
+    try:
+        response, authenticated, dialog = _register(target, channel, 60, timeout)
+    except SipTimeout:
+        return [
+            Step(
+                "REGISTER",
+                Verdict.FAIL,
+                f"no answer to REGISTER within {timeout:g} s",
+                "the provider answered OPTIONS but not REGISTER: check that registration is enabled for "
+                "this account, or raise --timeout",
+            )
+        ]
+    except OSError as exc:
+        return [Step("REGISTER", Verdict.FAIL, f"REGISTER failed: {exc}", "run the check again")]
+    code = f"{response.status} {response.reason}"
+    if 200 <= response.status < 300:
+        how = "after digest authentication" if authenticated else "without authentication"
+        steps = [Step("REGISTER", Verdict.PASS, f"{code} {how} as {target.username}")]
+        steps.append(_unregister(target, channel, timeout, dialog))
+        return steps
+    if response.status in (401, 403, 407) and authenticated:
+        fix = _password_hint(target)
+        if response.status == 403:
+            fix += f"; or the user name {target.username!r} is not the provider's auth user"
+        return [Step("REGISTER", Verdict.FAIL, f"{code} after authentication", fix)]
+    if response.status in (401, 407):
+        challenge = response.header("www-authenticate") or response.header("proxy-authenticate") or ""
+        return [
+            Step(
+                "REGISTER",
+                Verdict.FAIL,
+                f"{code}: unsupported challenge {challenge[:60]!r}",
+                "the provider asks for an authentication scheme other than Digest MD5",
+            )
+        ]
+    if response.status == 404:
+        return [
+            Step(
+                "REGISTER",
+                Verdict.FAIL,
+                f"{code}: the provider does not know user {target.username!r}",
+                "check the provider's username in the desired state (the account name the provider gave you)",
+            )
+        ]
+    if response.status == 403:
+        return [
+            Step(
+                "REGISTER",
+                Verdict.FAIL,
+                f"{code} before authentication",
+                "the provider refuses this account or this source address: check the username, and whether "
+                "the provider requires registering from an allowed IP",
+            )
+        ]
+    return [
+        Step(
+            "REGISTER",
+            Verdict.FAIL,
+            code,
+            "unexpected answer to REGISTER: compare the account settings with the provider's documentation",
+        )
+    ]
+
+
+def _unregister(target: SipTarget, channel: SipChannel, timeout: float, dialog: SipDialog) -> Step:
+    try:
+        response, _, _ = _register(target, channel, 0, timeout, dialog)
+    except (SipTimeout, OSError) as exc:
+        return Step("unregister", Verdict.FAIL, f"no answer: {exc or 'timeout'}", "harmless: expires in 60 s")
+    if 200 <= response.status < 300:
+        return Step("unregister", Verdict.PASS, f"{response.status} {response.reason}: test binding removed")
+    return Step(
+        "unregister",
+        Verdict.FAIL,
+        f"{response.status} {response.reason}",
+        "harmless: the test binding expires by itself within 60 s",
+    )
+
+
+STEP_NAMES = ("DNS", "connect", "OPTIONS", "REGISTER", "unregister")
+
+
+def run_checks(
+    target: SipTarget, timeout: float = 5.0, on_step: Callable[[Step], None] | None = None
+) -> list[Step]:
+    """Run every step in order, stopping at the first failure; later steps are reported as SKIP."""
+    steps: list[Step] = []
+
+    def add(step: Step) -> None:
+        steps.append(step)
+        if on_step:
+            on_step(step)
+
+    def finish() -> list[Step]:
+        done = {s.name for s in steps}
+        for name in STEP_NAMES:
+            if name not in done and not (name == "unregister" and not target.register):
+                add(Step(name, Verdict.SKIP, "not run: an earlier step failed"))
+        return steps
+
+    dns, address = check_dns(target)
+    add(dns)
+    if address is None:
+        return finish()
+    connect, channel = check_connect(target, address, timeout)
+    if channel is None or target.transport != "udp":
+        add(connect)  # over UDP the OPTIONS answer decides the connect step
+    if channel is None:
+        return finish()
+    try:
+        for step in check_options(target, channel, timeout):
+            add(step)
+        if any(s.verdict is Verdict.FAIL for s in steps):
+            return finish()
+        if not target.register:
+            add(Step("REGISTER", Verdict.SKIP, "register: false in the desired state: not tried"))
+            return steps
+        for step in check_register(target, channel, timeout):
+            add(step)
+    finally:
+        channel.close()
+    return finish()
+
+
+def all_passed(steps: list[Step]) -> bool:
+    """True when no step failed (skipped-by-configuration steps are fine)."""
+    return all(s.verdict is not Verdict.FAIL for s in steps) and not any(
+        s.verdict is Verdict.SKIP and s.detail.startswith("not run") for s in steps
+    )

@@ -1,0 +1,316 @@
+"""The PBX at a glance: what is live, is the provider registered, which phones are online.
+
+`collect_status(settings, client)` asks Asterisk in one `docker exec` (state.json, registrations,
+endpoints with their contacts, uptime) plus one more only when phones are online (their user
+agents, from `pjsip show contact`), adds the reconcile history and the desired head, and returns a
+JSON-able dict (the `Status` shape in docs/observe.md). It never raises for an unreachable
+Asterisk: the dict says so, because the dashboard must still render.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler import parsers
+from reconciler.errors import AsteriskUnavailable, ReconcilerError
+from reconciler.history import History, LoopState
+from reconciler.metrics import to_epoch
+from reconciler.settings import Settings
+
+MARKER_PREFIX = "gitops-rev-"
+FAILED_RESULTS = frozenset({"failed", "invalid"})
+HISTORY_SHOWN = 10
+MAX_USER_AGENT_LOOKUPS = 64  # beyond this many online phones, skip user agents (one CLI call each)
+_URI_HOSTPORT = re.compile(r"^sips?:(?:[^@;]*@)?(?P<hostport>\[[^\]]+\](?::\d+)?|[^;>?]+)")
+_UPTIME = re.compile(r"System uptime:\s*(\d+)")
+_FIELD = re.compile(r"^\s*(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
+
+
+def _rx(command: str) -> str:
+    return f"asterisk -rx {shlex.quote(command)} 2>&1"
+
+
+def contact_address(uri: str) -> str:
+    """`sip:4001@127.0.0.1:5091;transport=udp` → `127.0.0.1:5091`."""
+    match = _URI_HOSTPORT.match(uri)
+    return match["hostport"] if match else uri
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+# --- desired side ------------------------------------------------------------------------------
+
+
+def _desired(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
+    """(desired head info, DesiredState or None). Problems are reported, never raised."""
+    desired_dir = Path(settings.desired_dir)
+    if not desired_dir.is_dir():
+        return None, None
+    info: dict[str, Any] = {"dir": str(desired_dir), "revision": None, "error": None}
+    state = None
+    try:
+        from reconciler.revision import revision_of
+
+        info["revision"] = revision_of(desired_dir)
+    except (OSError, ReconcilerError) as exc:
+        info["error"] = str(exc)
+    try:
+        from reconciler.load import load_desired
+
+        state = load_desired(desired_dir).state
+    except ReconcilerError as exc:
+        info["error"] = exc.message.splitlines()[0]
+    except OSError as exc:
+        info["error"] = str(exc)
+    return info, state
+
+
+# --- Asterisk side -----------------------------------------------------------------------------
+
+
+def query_asterisk(client: Any) -> dict[str, Any]:
+    """One exec: state.json, registrations, endpoints (with contacts) and uptime, parsed."""
+    state_file = shlex.quote(f"{client.managed_dir.rstrip('/')}/state.json")
+    outputs = client.run_steps(
+        [
+            f"cat {state_file} 2>/dev/null",
+            _rx("pjsip show registrations"),
+            _rx("pjsip show endpoints"),
+            _rx("core show uptime seconds"),
+        ]
+    ).outputs
+    state_text, registrations, endpoints, uptime = outputs
+    try:
+        live = json.loads(state_text) if state_text.strip() else None
+    except ValueError:
+        live = None
+    match = _UPTIME.search(uptime)
+    return {
+        "live": live if isinstance(live, dict) else None,
+        "registrations": parsers.parse_registrations(registrations),
+        "endpoints": parsers.parse_endpoints(endpoints),
+        "uptime_s": int(match[1]) if match else None,
+    }
+
+
+def parse_contact_detail(text: str) -> dict[str, str]:
+    """`pjsip show contact AOR/URI` → its `ParameterName : value` lines as a dict."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _FIELD.match(line)
+        if match:
+            fields.setdefault(match["key"], match["value"])
+    return fields
+
+
+def user_agents(client: Any, contacts: Iterable[parsers.Contact]) -> dict[str, str]:
+    """`aor/uri` → user agent, for up to MAX_USER_AGENT_LOOKUPS contacts, in one exec."""
+    ids = [f"{c.aor}/{c.uri}" for c in contacts][:MAX_USER_AGENT_LOOKUPS]
+    if not ids:
+        return {}
+    outputs = client.run(*(f"pjsip show contact {cid}" for cid in ids))
+    result = {}
+    for cid, out in zip(ids, outputs, strict=True):
+        agent = parse_contact_detail(out).get("user_agent")
+        if agent:
+            result[cid] = agent
+    return result
+
+
+# --- assembling --------------------------------------------------------------------------------
+
+
+def _is_provider(ep: parsers.EndpointInfo, names: set[str]) -> bool:
+    if names:
+        return ep.name in names
+    return bool(ep.out_auths or ep.identify_matches)
+
+
+def _registration_for(
+    ep: parsers.EndpointInfo, regs: list[parsers.Registration]
+) -> parsers.Registration | None:
+    for reg in regs:
+        if reg.auth and reg.auth in ep.out_auths:
+            return reg
+    for reg in regs:
+        if reg.name == ep.name or reg.name.startswith((ep.name + "-", ep.name + "_")):
+            return reg
+    return None
+
+
+def _provider_hint(name: str, state: str | None, detail: str) -> str | None:
+    if state == "Registered":
+        return "registration overdue: the provider stopped answering" if "ago" in detail else None
+    if state == "Rejected":
+        return (
+            "rejected: wrong credentials (Asterisk stops retrying) or the provider does not answer; "
+            f"run `reconciler check-provider {name}`"
+        )
+    if state == "Unregistered":
+        return "not registered yet (normal for a few seconds after a start or reload)"
+    if state is None:
+        return "no outbound registration found in Asterisk for this provider"
+    return f"registration is {state}"
+
+
+def build_providers(
+    endpoints: list[parsers.EndpointInfo],
+    regs: list[parsers.Registration],
+    desired_state: Any,
+) -> list[dict[str, Any]]:
+    """One entry per provider endpoint, with its registration and the qualify RTT of its contact."""
+    declared = {p.name: p for p in desired_state.providers} if desired_state is not None else {}
+    result = []
+    for ep in endpoints:
+        if not _is_provider(ep, set(declared)):
+            continue
+        reg = _registration_for(ep, regs)
+        wants_registration = declared[ep.name].register if ep.name in declared else reg is not None
+        contact = next(iter(ep.contacts), None)
+        state = reg.status if reg else None
+        detail = reg.detail if reg else ""
+        result.append(
+            {
+                "name": ep.name,
+                "register": wants_registration,
+                "registered": state == "Registered",
+                "state": state,
+                "detail": detail,
+                "expires_s": reg.expires_s if reg else None,
+                "server_uri": reg.server_uri if reg else (contact.uri if contact else None),
+                "contact_status": contact.status if contact else None,
+                "rtt_ms": contact.rtt_ms if contact else None,
+                "reachable": (contact.status != "Unavail") if contact else None,
+                "hint": _provider_hint(ep.name, state, detail) if wants_registration else None,
+            }
+        )
+    return result
+
+
+def build_extensions(
+    endpoints: list[parsers.EndpointInfo],
+    provider_names: set[str],
+    agents: dict[str, str],
+    desired_state: Any,
+) -> list[dict[str, Any]]:
+    """One entry per extension endpoint (not a provider, not our revision marker), by number."""
+    names = {e.number: e.name for e in desired_state.extensions} if desired_state is not None else {}
+    result = []
+    for ep in endpoints:
+        if ep.name in provider_names or ep.name.startswith(MARKER_PREFIX):
+            continue
+        if not ep.in_auths and not ep.name.isdigit():
+            continue
+        contacts = [
+            {
+                "uri": c.uri,
+                "address": contact_address(c.uri),
+                "status": c.status,
+                "rtt_ms": c.rtt_ms,
+                "user_agent": agents.get(f"{c.aor}/{c.uri}"),
+            }
+            for c in ep.contacts
+        ]
+        online = any(c.reachable for c in ep.contacts)
+        result.append(
+            {
+                "number": ep.name,
+                "name": names.get(ep.name) or ep.callerid,
+                # registered but failing qualify (Unavail) is "unreachable": calls to it fail
+                "state": "online" if online else ("unreachable" if ep.contacts else "offline"),
+                "online": online,
+                "device_state": ep.state,
+                "channels_in_use": ep.channels_in_use,
+                "contacts": contacts,
+            }
+        )
+    result.sort(key=lambda e: (len(e["number"]), e["number"]))
+    return result
+
+
+def summarize(status: dict[str, Any]) -> dict[str, Any]:
+    """Counts and the list of problems that make `status` exit non-zero."""
+    problems: list[str] = []
+    asterisk = status["asterisk"]
+    if not asterisk["reachable"]:
+        problems.append(f"Asterisk unreachable: {asterisk.get('error')}")
+    registering = [p for p in status["providers"] if p["register"]]
+    registered = [p for p in registering if p["registered"]]
+    for p in registering:
+        if not p["registered"]:
+            problems.append(f"provider {p['name']} is {p['state'] or 'not registered'}")
+    last = status.get("last_reconcile")
+    if last and last.get("result") in FAILED_RESULTS:
+        problems.append(f"last reconcile {last.get('result')}: {last.get('reason') or 'see history'}")
+    exts = status["extensions"]
+    return {
+        "providers_total": len(status["providers"]),
+        "providers_registering": len(registering),
+        "providers_registered": len(registered),
+        "extensions_total": len(exts),
+        "extensions_online": sum(1 for e in exts if e["online"]),
+        "healthy": not problems,
+        "problems": problems,
+    }
+
+
+def collect_status(settings: Settings, client: Any) -> dict[str, Any]:
+    """Everything `status`, `/api/status`, the dashboard and `/metrics` show, as a JSON-able dict."""
+    now = _now()
+    records = History(settings).records(HISTORY_SHOWN)
+    desired_info, desired_state = _desired(settings)
+    status: dict[str, Any] = {
+        "generated_at": _iso(now),
+        "container": getattr(client, "container_name", settings.container),
+        "asterisk": {"reachable": False, "uptime_s": None, "error": None, "hint": None},
+        "live": None,
+        "desired": desired_info,
+        "last_reconcile": records[0] if records else None,
+        "history": records,
+        "suspended": LoopState.load(settings).suspended,
+        "providers": [],
+        "extensions": [],
+    }
+    try:
+        raw = query_asterisk(client)
+        providers = build_providers(raw["endpoints"], raw["registrations"], desired_state)
+        provider_names = {p["name"] for p in providers}
+        registered = [c for ep in raw["endpoints"] if ep.name not in provider_names for c in ep.contacts]
+        agents = user_agents(client, registered)
+    except AsteriskUnavailable as exc:
+        status["asterisk"].update(error=exc.message, hint=exc.hint)
+    else:
+        status["asterisk"].update(reachable=True, uptime_s=raw["uptime_s"])
+        status["providers"] = providers
+        status["extensions"] = build_extensions(raw["endpoints"], provider_names, agents, desired_state)
+        live = raw["live"]
+        if live:
+            applied = to_epoch(live.get("applied_at"))
+            status["live"] = {
+                "revision": live.get("revision"),
+                "subject": live.get("subject"),
+                "applied_at": live.get("applied_at"),
+                "age_s": round(now - applied) if applied is not None else None,
+            }
+    if desired_info is not None:
+        live_rev = (status["live"] or {}).get("revision")
+        desired_info["pending"] = bool(
+            status["asterisk"]["reachable"]
+            and desired_info.get("revision")
+            and desired_info["revision"] != live_rev
+        )
+    status["summary"] = summarize(status)
+    return status

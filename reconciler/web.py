@@ -1,0 +1,18 @@
+"""The dashboard page served at `/` by `reconciler watch --http`.
+
+One self-contained HTML file (inline CSS and JavaScript, no CDN, no web fonts) that fetches
+`api/status` every few seconds and renders provider cards, the extension grid, the live revision and
+the recent reconciles. It works from a phone (responsive grid) and keeps working while Asterisk is
+down (it shows the error and retries).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+
+@cache
+def dashboard_html() -> str:
+    """The dashboard page as one HTML document."""
+    return resources.files("reconciler").joinpath("web/dashboard.html").read_text(encoding="utf-8")
