@@ -32,7 +32,7 @@ inputs_hash() {
 
 # build NAME CONTEXT DOCKERFILE INPUT...
 build() {
-    local repo="asterisk-gitops/$1" context="$2" dockerfile="$3"
+    local name="$1" repo="asterisk-gitops/$1" context="$2" dockerfile="$3"
     shift 3
     local tag started log
     tag="$(inputs_hash "$@")"
@@ -42,7 +42,7 @@ build() {
         return 0
     fi
     mkdir -p "$LOG_DIR"
-    log="$LOG_DIR/$1.log"
+    log="$LOG_DIR/$name.log"
     say "building $repo:$tag (log: $log)"
     started=$(date +%s)
     if ! docker build --build-arg "BASE=$BASE_IMAGE" -f "$dockerfile" -t "$repo:$tag" -t "$repo:latest" \
