@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 Path = tuple[str | int, ...]
 
@@ -98,7 +106,10 @@ def _digits(value: Any) -> Any:
 
 
 Digits = Annotated[
-    str, BeforeValidator(_digits), Field(pattern=r"^[0-9]{1,15}$", description="Digits only, quoted.")
+    str,
+    BeforeValidator(_digits),
+    Field(pattern=r"^[0-9]{1,15}$", description="Digits only, quoted."),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,15}$"}),
 ]
 Port = Annotated[int, Field(ge=1, le=65535, description="A port number, 1-65535.")]
 
@@ -122,9 +133,37 @@ def _host(value: str) -> str:
     return value
 
 
+def _match(value: str) -> str:
+    """identify match: an address, CIDR or host name, optionally with :port ([v6]:port)."""
+    host, port = value, None
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") or None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"port {port!r} must be 1-65535")
+    try:
+        net = ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        if not HOST_RE.match(host):
+            raise ValueError("must be an address, CIDR or host name, optionally with :port") from None
+        return value
+    if net.is_loopback and port is None:
+        raise ValueError(
+            "a loopback match without a port makes every local phone the trunk: write address:port"
+        )
+    return value
+
+
 IpAddress = Annotated[str, AfterValidator(_ip), Field(description="An IPv4 or IPv6 address.")]
 Host = Annotated[str, AfterValidator(_host), Field(description="A host name or IP address.")]
 Network = Annotated[str, AfterValidator(_net), Field(description="An address or CIDR, e.g. 192.168.1.0/24.")]
+Match = Annotated[
+    str,
+    AfterValidator(_match),
+    Field(description="An address, CIDR or host name, optionally with :port, e.g. 127.0.0.1:5070."),
+]
 
 
 class _Model(BaseModel):
@@ -149,45 +188,45 @@ class PbxSettings(_Model):
     )
 
 
+# `register` is the documented YAML key; it shadows only ModelMetaclass.register (ABC), which nothing
+# here uses. Pydantic warns about it, and a subclass of Provider would lose the default: do not subclass.
 with warnings.catch_warnings():
-    # `register` is the documented YAML key; it shadows only ABCMeta.register, which nothing here uses.
     warnings.filterwarnings("ignore", message='Field name "register"')
 
-    class _ProviderBase(_Model):
+    class Provider(_Model):
+        """A SIP trunk to a provider. `name` is the PJSIP endpoint name."""
+
+        name: str = Field(pattern=NAME_RE, max_length=40, description="Lower case letters, digits, _.")
+        host: Host = Field(description="Provider's SIP host name or IP address.")
         register: bool = Field(False, description="Keep an outbound registration with the provider.")
+        port: Port = Field(5060, description="Provider's SIP port (default 5061 for tls, 5060 otherwise).")
+        transport: Literal["udp", "tcp", "tls"] = Field("udp", description="udp, tcp or tls.")
+        username: MaybeSecret = Field(description="Account user name: a literal or a ${NAME} reference.")
+        password: Secret = Field(description="Account password: must be a ${NAME} reference.")
+        match: list[Match] = Field(
+            default_factory=list,
+            description="identify match for inbound calls; default the provider's host:port "
+            "(a bare address would make every sender from that address the trunk).",
+        )
+        from_user: MaybeSecret | None = Field(None, description="User part of From (default: username).")
+        from_domain: Host | None = Field(None, description="Domain of From (default: host).")
+        caller_id: str | None = Field(
+            None, pattern=r"^\+?[0-9]{1,20}$", description="Outbound caller ID number."
+        )
+        codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
+        expiration: int = Field(3600, ge=60, le=86400, description="Registration expiry in seconds.")
 
+        @model_validator(mode="before")
+        @classmethod
+        def _default_port(cls, data: Any) -> Any:
+            if isinstance(data, dict) and "port" not in data and data.get("transport") == "tls":
+                return {**data, "port": 5061}
+            return data
 
-class Provider(_ProviderBase):
-    """A SIP trunk to a provider. `name` is the PJSIP endpoint name."""
-
-    name: str = Field(pattern=NAME_RE, max_length=40, description="Lower case letters, digits, _.")
-    host: Host = Field(description="Provider's SIP host name or IP address.")
-    port: Port = Field(5060, description="Provider's SIP port (default 5061 for tls, 5060 otherwise).")
-    transport: Literal["udp", "tcp", "tls"] = Field("udp", description="udp, tcp or tls.")
-    username: MaybeSecret = Field(description="Account user name: a literal or a ${NAME} reference.")
-    password: Secret = Field(description="Account password: must be a ${NAME} reference.")
-    match: list[Network] = Field(
-        default_factory=list,
-        description="identify match for inbound calls; default the provider's host:port "
-        "(a bare address would make every sender from that address the trunk).",
-    )
-    from_user: MaybeSecret | None = Field(None, description="User part of From (default: username).")
-    from_domain: Host | None = Field(None, description="Domain of From (default: host).")
-    caller_id: str | None = Field(None, pattern=r"^\+?[0-9]{1,20}$", description="Outbound caller ID number.")
-    codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
-    expiration: int = Field(3600, ge=60, le=86400, description="Registration expiry in seconds.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "port" not in data and data.get("transport") == "tls":
-            return {**data, "port": 5061}
-        return data
-
-    @property
-    def match_or_default(self) -> list[str]:
-        """identify `match` values: the configured ones, or host:port (never a bare address)."""
-        return list(self.match) if self.match else [f"{self.host}:{self.port}"]
+        @property
+        def match_or_default(self) -> list[str]:
+            """identify `match` values: the configured ones, or host:port (never a bare address)."""
+            return list(self.match) if self.match else [f"{self.host}:{self.port}"]
 
 
 class Voicemail(_Model):
