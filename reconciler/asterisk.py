@@ -27,7 +27,8 @@ MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
 # Asterisk logs through a logger thread: when `asterisk -rx` returns, its lines may not be in the
 # file yet. After a reload the script makes Asterisk log LOG_BARRIER (see `_flush_barrier_script`)
 # and waits, bounded, until that line reaches the file.
-LOG_BARRIER = "Asterisk Queue Logger restarted"
+BARRIER_COMMAND = "module reload udptl"
+LOG_BARRIER = "Reloading module 'udptl'"
 LOG_FLUSH_TIMEOUT_S = 3.0
 
 
@@ -53,6 +54,31 @@ class ReloadResult:
     query_outputs: tuple[str, ...]
     restarted: bool = False
     log_complete: bool = True
+
+
+@dataclass(frozen=True)
+class LiveMarkers:
+    """The revision markers Asterisk has live.
+
+    `pjsip_declared`: the rev12 the managed pjsip.conf on disk declares (None: no file/marker);
+    `pjsip_rev12`: the same, when `pjsip show aor gitops-rev-<rev12>` finds it (Asterisk took it);
+    `dialplan_rev12`: what `dialplan show revision@gitops-meta` says (None: no dialplan marker).
+    """
+
+    pjsip_rev12: str | None
+    pjsip_declared: str | None
+    dialplan_rev12: str | None
+
+
+def aor_found(output: str, rev12: str) -> bool:
+    """Whether `pjsip show aor gitops-rev-<rev12>` found the marker AOR."""
+    return "Unable to find object" not in output and f"gitops-rev-{rev12}" in output
+
+
+def dialplan_revision(output: str) -> str | None:
+    """The rev12 in the `NoOp(<rev12>)` of `dialplan show revision@gitops-meta`, if any."""
+    match = re.search(r"'revision' =>\s+1\. NoOp\(([0-9A-Za-z]+)\)", output)
+    return match[1] if match else None
 
 
 def split_outputs(text: str, separator: str) -> list[str]:
@@ -206,6 +232,34 @@ class AsteriskClient:
             outputs[1:]
         )
 
+    def read_managed_with_markers(self) -> tuple[dict[str, str], LiveMarkers]:
+        """The managed files, and which revision markers Asterisk has live, in ONE exec.
+
+        The PJSIP marker is looked up under the name the live `pjsip.conf` declares
+        (`[gitops-rev-<rev12>]`), so this answers "is Asterisk running the files on disk?".
+        """
+        file_sep = f"--8<-- file-{_random.token_hex(8)} --8<--"
+        pjsip = shlex.quote(posixpath.join(self.managed_dir, "pjsip.conf"))
+        marker_step = (
+            f"R=$(sed -n 's/^\\[gitops-rev-\\([0-9A-Za-z]*\\)\\].*/\\1/p' {pjsip} 2>/dev/null | head -n 1); "
+            'echo "$R"; if [ -n "$R" ]; then asterisk -rx "pjsip show aor gitops-rev-$R" 2>&1; fi'
+        )
+        steps = [
+            f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step()}",
+            marker_step,
+            _rx("dialplan show revision@gitops-meta"),
+        ]
+        outputs = self.run_steps(steps).outputs
+        files = self._parse_files(outputs[0], file_sep)
+        declared, _, aor_out = outputs[1].partition("\n")
+        declared = declared.strip()
+        pjsip_live = bool(declared) and aor_found(aor_out, declared)
+        return files, LiveMarkers(
+            pjsip_rev12=declared if pjsip_live else None,
+            pjsip_declared=declared or None,
+            dialplan_rev12=dialplan_revision(outputs[2]),
+        )
+
     def read_managed(self) -> dict[str, str]:
         """The managed `*.conf` files and `state.json` as {name: text} (one exec)."""
         files, _ = self.read_managed_and_run()
@@ -337,11 +391,7 @@ class AsteriskClient:
                 f"of `core restart gracefully`: {reload_outputs[0].strip()[-300:]}",
                 f"see `docker logs {self.container_name}`; calls in progress delay a graceful restart",
             )
-        log_lines = [
-            line
-            for line in log_text.splitlines()
-            if LOG_BARRIER not in line and "] Asterisk " not in line[:40]
-        ]
+        log_lines = [line for line in log_text.splitlines() if LOG_BARRIER not in line]
         return ReloadResult(
             reload_outputs=tuple(reload_outputs),
             log_lines=tuple(log_lines),
@@ -354,18 +404,18 @@ class AsteriskClient:
         """Shell that waits until every line Asterisk logged so far is in the log file.
 
         Asterisk logs through a logger thread, so the lines of a reload can reach the file after
-        `asterisk -rx` returned (seen here: 1 reload in 30 read too early). `logger reload` queues
-        "Asterisk Queue Logger restarted" behind them; the queue is written in order, so once that
-        line is in the file, so is everything the reload logged. It costs ~8 ms and has no effect
-        but reopening the log files. `dialplan reload` logs nothing by itself, so no reload-specific
-        line could serve as the barrier.
+        `asterisk -rx` returned (seen here: 1 reload in 30 read too early). `module reload udptl`
+        queues the line "Reloading module 'udptl'" behind them (udptl is a core module, always
+        present, and its config is unused here); the queue is written in order, so once that line
+        is in the file, so is everything the reload logged. `dialplan reload` logs nothing by
+        itself, and `logger reload` logs through the queue only when queue_log is on.
         """
         log = shlex.quote(self.log_path)
         tries = int(LOG_FLUSH_TIMEOUT_S / 0.005)
         return (
-            f"{_rx('logger reload')} >/dev/null; "
+            f"{_rx(BARRIER_COMMAND)} >/dev/null; "
             f"i=0; while [ $i -lt {tries} ]; do "
-            f"tail -c +$((OFF+1)) {log} 2>/dev/null | grep -q {shlex.quote(LOG_BARRIER)} && "
+            f"tail -c +$((OFF+1)) {log} 2>/dev/null | grep -qF {shlex.quote(LOG_BARRIER)} && "
             "{ echo flushed; break; }; sleep 0.005; i=$((i+1)); done"
         )
 
