@@ -24,6 +24,7 @@ from reconciler.model import DesiredState, field_name
 
 DESIRED_SUFFIXES = (".yaml", ".yml")
 
+_NAME_KEYS = {"providers": "name", "extensions": "number"}
 _ITEM_MODELS: dict[str, type[BaseModel]] = {
     "providers": model.Provider,
     "extensions": model.Extension,
@@ -103,6 +104,8 @@ def _message(error: Mapping[str, Any]) -> str:
     msg = str(error["msg"])
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind in {"bool_type", "bool_parsing"}:
+        return "must be true or false"
     if kind == "missing":
         return "required field is missing"
     if kind == "value_error":
@@ -191,18 +194,23 @@ def load_desired(desired_dir: Path) -> LoadedState:
     sources: dict[str, tuple[str, Any]] = {}
     merged: dict[str, Any] = {}
     yaml = _yaml()
+    unreadable = False  # a file that does not parse: its objects are unknown, so skip cross-checks
     for path in paths:
         file = display_name(path)
         try:
             doc = yaml.load(path.read_text(encoding="utf-8"))
         except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
+            # "could not find expected ':'" is found a line late; the key it belongs to is the context.
+            simple_key = "simple key" in str(exc.context or "")
+            mark = (exc.context_mark if simple_key else None) or exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else 0
             what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
             problems.append(Problem(file, line, "-", f"malformed YAML: {what}"))
+            unreadable = True
             continue
         except (YAMLError, UnicodeDecodeError) as exc:
             problems.append(Problem(file, 0, "-", f"malformed YAML: {exc}"))
+            unreadable = True
             continue
         if doc is None:
             continue
@@ -231,20 +239,23 @@ def load_desired(desired_dir: Path) -> LoadedState:
                 merged[key] = _plain(doc[key])
     files = tuple(display_name(p) for p in paths)
     locator = LoadedState(DesiredState(), desired_dir, sources, files)
-    more, state = _validate(merged, locator)
+    more, state = _validate(merged, locator, cross_checks=not unreadable)
     problems.extend(more)
     if problems:
         raise ValidationFailed(problems)
     return LoadedState(state, desired_dir, sources, files)
 
 
-def _validate(merged: dict[str, Any], loaded: LoadedState) -> tuple[list[Problem], DesiredState]:
+def _validate(
+    merged: dict[str, Any], loaded: LoadedState, cross_checks: bool = True
+) -> tuple[list[Problem], DesiredState]:
     """Validate structure item by item (so one broken item hides no other problem), then run the
     cross-checks over the items that are valid on their own."""
     problems: list[Problem] = []
     seen: set[tuple[str | int, ...]] = set()
     parts: dict[str, Any] = {}
     index: dict[tuple[str, int], int] = {}
+    left_out: dict[str, list[str]] = {}  # names of invalid items: references to them are fine
     if "pbx" in merged:
         try:
             parts["pbx"] = model.PbxSettings.model_validate(merged["pbx"] or {})
@@ -268,9 +279,14 @@ def _validate(merged: dict[str, Any], loaded: LoadedState) -> tuple[list[Problem
                 index[(key, len(valid) - 1)] = i
             except ValidationError as exc:
                 problems += _pydantic_problems(exc, (key, i), loaded.locate, seen)
+                name = item.get(_NAME_KEYS.get(key, "")) if isinstance(item, dict) else None
+                if isinstance(name, str):
+                    left_out.setdefault(key, []).append(name)
         parts[key] = valid
     state = DesiredState(**parts)
-    for issue in model.cross_check(state, index):
+    more_providers, more_numbers = left_out.get("providers", []), left_out.get("extensions", [])
+    issues = model.cross_check(state, index, more_providers, more_numbers) if cross_checks else []
+    for issue in issues:
         file, line = loaded.locate(issue.path)
         problems.append(Problem(file, line, field_name(issue.path), issue.message))
     return problems, state

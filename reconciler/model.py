@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -369,16 +369,23 @@ def field_name(path: Path) -> str:
     return out
 
 
-def cross_check(state: DesiredState, index: dict[tuple[str, int], int] | None = None) -> list[Issue]:
+def cross_check(
+    state: DesiredState,
+    index: dict[tuple[str, int], int] | None = None,
+    more_providers: Iterable[str] = (),
+    more_numbers: Iterable[str] = (),
+) -> list[Issue]:
     """The rules that relate objects to each other. `index` maps a list position in `state` to the
-    position in the files (when invalid items were left out of `state`)."""
+    position in the files (when invalid items were left out of `state`); `more_providers` and
+    `more_numbers` are names of such left-out items, so a reference to them is no second problem."""
 
     def at(key: str, i: int, *rest: str | int) -> Path:
         return (key, (index or {}).get((key, i), i), *rest)
 
     issues: list[Issue] = []
-    providers = {p.name for p in state.providers}
+    providers = {p.name for p in state.providers} | set(more_providers)
     numbers = {e.number for e in state.extensions}
+    known_numbers = numbers | set(more_numbers)
 
     for path, key, first in _duplicates(
         (at("providers", i, "name"), p.name) for i, p in enumerate(state.providers)
@@ -431,7 +438,7 @@ def cross_check(state: DesiredState, index: dict[tuple[str, int], int] | None = 
             issues.append(
                 Issue(at("inbound", i, "provider"), f"no provider named {r.provider!r} (known: {known})")
             )
-        if r.to not in numbers:
+        if r.to not in known_numbers:
             issues.append(Issue(at("inbound", i, "to"), f"no extension {r.to!r}"))
         key = (r.provider, r.did)
         if key in seen_did:
