@@ -2,7 +2,9 @@
 """Add a strong random value to the env file for every `${NAME}` that the desired dir references
 and the env file does not define yet. Existing values are never changed; no value is printed.
 
-Usage: scripts/gen-secrets.py DESIRED_DIR ENV_FILE
+Usage: scripts/gen-secrets.py DESIRED_DIR ENV_FILE [EXTRA_NAME...]
+
+EXTRA_NAMEs are generated too (e.g. RECONCILER_WEBHOOK_SECRET, which no desired file references).
 
 Stdlib only: `make up` runs it before any virtualenv exists. The kind of value comes from the name,
 matching what reconciler.secrets accepts: `*_PIN` -> 8 digits (not a run, not the extension
@@ -19,14 +21,24 @@ import sys
 from pathlib import Path
 
 REFERENCE = re.compile(r"\$\{([A-Z0-9_]+)\}")
+COMMENT = re.compile(r"\s#")
 KEY = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 
+def _without_comment(line: str) -> str:
+    # YAML comments start at a '#' that begins the line or follows whitespace; the samples explain
+    # "${NAME} references" in comments, which are not references.
+    if line.lstrip().startswith("#"):
+        return ""
+    return COMMENT.split(line, maxsplit=1)[0]
+
+
 def referenced_names(desired: Path) -> list[str]:
-    """Every NAME in `${NAME}` of desired/*.yaml and *.yml, sorted, without duplicates."""
+    """Every NAME in `${NAME}` of desired/*.yaml and *.yml outside comments, sorted, unique."""
     names: set[str] = set()
     for path in sorted([*desired.glob("*.yaml"), *desired.glob("*.yml")]):
-        names.update(REFERENCE.findall(path.read_text(encoding="utf-8")))
+        for line in path.read_text(encoding="utf-8").splitlines():
+            names.update(REFERENCE.findall(_without_comment(line)))
     return sorted(names)
 
 
@@ -73,14 +85,15 @@ def new_value(name: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
+    if len(argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
     desired, env_file = Path(argv[1]), Path(argv[2])
     if not desired.is_dir():
         print(f"[secrets] ERROR: desired dir {desired} does not exist", file=sys.stderr)
         return 1
-    missing = [n for n in referenced_names(desired) if n not in defined_names(env_file)]
+    wanted = sorted({*referenced_names(desired), *argv[3:]})
+    missing = [n for n in wanted if n not in defined_names(env_file)]
     created = not env_file.exists()
     fd = os.open(env_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as out:

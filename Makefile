@@ -1,0 +1,61 @@
+# Every target installs what it needs on a fresh Debian machine (python3, make and git assumed).
+#   make up [DESIRED=dir]   PBX + reconciler with the desired state applied; prints phone settings
+#   make down               stop the stack, keep config, voicemail and logs (volumes)
+#   make cli                Asterisk console
+#   make test               lint + unit + integration tests (real Asterisk, real SIPp)
+#   make lint               ruff check + ruff format --check
+#   make image              build the images (cached by content hash)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+DESIRED ?= desired
+ENV_FILE ?= .env
+PBX_CONTAINER ?= gitops-pbx
+RECONCILER_NAME ?= gitops-reconciler
+SHOW_PASSWORDS ?= 1
+VENV := .venv
+PY := $(VENV)/bin/python
+export DESIRED ENV_FILE PBX_CONTAINER RECONCILER_NAME SHOW_PASSWORDS
+
+.PHONY: help up down cli test lint image venv test-tools
+
+help:
+	@sed -n '2,7p' Makefile | sed 's/^# //'
+
+up:
+	scripts/up.sh
+
+down:
+	scripts/ensure-docker.sh
+	DESIRED_DIR="$(abspath $(DESIRED))" docker compose --profile watch down
+
+cli:
+	docker exec -it $(PBX_CONTAINER) asterisk -rvvv
+
+image:
+	scripts/build-images.sh
+
+# The virtualenv is rebuilt when pyproject.toml changes.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@python3 -c 'import ensurepip' 2>/dev/null || scripts/apt-install.sh python3-venv
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# SIPp plays the phones; chromium renders the dashboard in its tests.
+test-tools:
+	@command -v sipp >/dev/null || scripts/apt-install.sh sip-tester
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || scripts/apt-install.sh chromium
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: image venv test-tools
+	$(VENV)/bin/ruff check .
+	mkdir -p test-artifacts
+	TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest --junitxml=test-artifacts/junit.xml
+	$(PY) scripts/check-junit.py test-artifacts/junit.xml
