@@ -30,9 +30,14 @@ def main(argv: list[str]) -> int:
         for skip in case.findall("skipped")
     ]
     must_run = sum(1 for case in cases if (case.get("classname") or "").startswith(MUST_RUN))
-    print(f"[tests] {len(cases)} tests, {must_run} integration/gitops, {len(skipped)} of those skipped", file=sys.stderr)
+    print(
+        f"[tests] {len(cases)} tests, {must_run} integration/gitops, {len(skipped)} of those skipped",
+        file=sys.stderr,
+    )
     if skipped and os.environ.get("ALLOW_SKIPS") != "1":
-        print("[tests] ERROR: integration/gitops tests were skipped, so they proved nothing:", file=sys.stderr)
+        print(
+            "[tests] ERROR: integration/gitops tests were skipped, so they proved nothing:", file=sys.stderr
+        )
         for line in skipped:
             print(f"  {line}", file=sys.stderr)
         return 1

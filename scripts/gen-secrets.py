@@ -46,7 +46,9 @@ def defined_names(env_file: Path) -> set[str]:
     """Keys already present in the env file (a missing file has none)."""
     if not env_file.exists():
         return set()
-    return {m.group(1) for line in env_file.read_text(encoding="utf-8").splitlines() if (m := KEY.match(line))}
+    return {
+        m.group(1) for line in env_file.read_text(encoding="utf-8").splitlines() if (m := KEY.match(line))
+    }
 
 
 def _owner_digits(name: str) -> list[str]:
@@ -103,7 +105,10 @@ def main(argv: list[str]) -> int:
             out.write(f"{name}={new_value(name)}\n")
     os.chmod(env_file, 0o600)
     if missing:
-        print(f"[secrets] generated {len(missing)} new secret(s) into {env_file}: {', '.join(missing)}", file=sys.stderr)
+        print(
+            f"[secrets] generated {len(missing)} new secret(s) into {env_file}: {', '.join(missing)}",
+            file=sys.stderr,
+        )
     return 0
 
 
