@@ -195,7 +195,9 @@ def _managed_config_check(raw: dict[str, Any], marker_out: str | None) -> Check:
     r12 = rev12(str(live["revision"]))
     meta = _MARKER_NOOP.search(raw["meta"])
     problems = []
-    if marker_out is not None and f"{MARKER_PREFIX}{r12}" not in marker_out:
+    if marker_out is not None and (
+        f"{MARKER_PREFIX}{r12}" not in marker_out or "Unable to find object" in marker_out
+    ):
         problems.append(f"PJSIP has no marker AOR {MARKER_PREFIX}{r12}")
     if not meta or meta.group(1) != r12:
         problems.append(f"dialplan marker is {meta.group(1) if meta else 'missing'}")

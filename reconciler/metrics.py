@@ -14,7 +14,9 @@ from datetime import datetime
 from typing import Any
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-SUCCESS_RESULTS = frozenset({"success", "succeeded", "ok", "applied", "noop", "unchanged", "no-op"})
+# History results (reconciler.history.RESULTS) after which the desired head is live.
+SUCCESS_RESULTS = frozenset({"applied", "unchanged", "drift-fixed"})
+KNOWN_RESULTS = ("applied", "unchanged", "failed", "invalid", "drift-fixed", "drift-detected", "skipped")
 
 
 def escape_label(value: object) -> str:
@@ -55,6 +57,11 @@ def is_success(record: Mapping[str, Any]) -> bool:
     return str(record.get("result", "")).lower() in SUCCESS_RESULTS
 
 
+def _count(record: Mapping[str, Any]) -> int:
+    count = record.get("count", 1)
+    return count if isinstance(count, int) and count > 0 else 1
+
+
 class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -81,18 +88,27 @@ def render_metrics(status: Mapping[str, Any], history: list[dict]) -> str:
     w = _Writer()
 
     w.family("reconciler_reconciles_total", "counter", "Reconciles in the kept history, by result.")
-    results = Counter(str(r.get("result") or "unknown") for r in history)
-    for result in sorted(results or {"success": 0}):
+    # A history record stands for `count` identical consecutive outcomes.
+    results: Counter[str] = Counter()
+    for r in history:
+        results[str(r.get("result") or "unknown")] += _count(r)
+    # Every known result appears, also at 0, so rate() and alerts work from the first scrape.
+    for result in sorted(set(KNOWN_RESULTS) | set(results)):
         w.sample("reconciler_reconciles_total", results.get(result, 0), {"result": result})
 
     w.family("reconciler_reconcile_duration_seconds", "histogram", "How long reconciles took.")
-    durations = [float(d) for r in history if isinstance(d := r.get("duration_s"), int | float)]
+    durations = [
+        float(d)
+        for r in history
+        if isinstance(d := r.get("duration_s"), int | float)
+        for _ in range(_count(r))
+    ]
     _histogram(w, "reconciler_reconcile_duration_seconds", durations)
 
     successes = [
         end
         for r in history
-        if is_success(r) and (end := to_epoch(r.get("finished_at") or r.get("started_at"))) is not None
+        if is_success(r) and (end := to_epoch(r.get("last_at") or r.get("started_at"))) is not None
     ]
     live = status.get("live") or {}
     applied = to_epoch(live.get("applied_at"))

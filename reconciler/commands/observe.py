@@ -288,25 +288,23 @@ def softphones(
         )
 
     console = Console(highlight=False)
-    table = Table(title="Softphone settings", title_justify="left")
-    for col in ("ext", "name", "server", "port", "transport", "user", "auth user", "password"):
-        table.add_column(col)
+    # One block per extension rather than a table: nothing gets truncated on a narrow terminal.
     for a in chosen:
         if show_passwords:
             password = a.password if a.password is not None else f"(not set: {a.password_ref})"
         else:
-            password = f"******** (${{{a.password_ref}}})"
-        table.add_row(
-            a.number,
-            a.display_name,
-            a.server,
-            str(a.port),
-            a.transport,
-            a.username,
-            a.auth_username,
-            password,
-        )
-    console.print(table)
+            password = f"******** (secret {a.password_ref})"
+        console.print(Text(f"{a.number}  {a.display_name}", style="bold"))
+        for label, value in (
+            ("server", a.server),
+            ("port", str(a.port)),
+            ("transport", a.transport.upper()),
+            ("user", a.username),
+            ("auth user", a.auth_username),
+            ("password", password),
+            ("voicemail", "dial *97" if a.voicemail else "no"),
+        ):
+            console.print(Text(f"  {label:<10} {value}"), soft_wrap=True)
     if not show_passwords:
         console.print("passwords hidden: add --show-passwords to print them", style="dim")
     for a in chosen:
