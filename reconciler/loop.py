@@ -26,7 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler import history
+from reconciler import history, plan, render
+from reconciler.apply import STATE_FILE, apply_desired, parse_live_state, runs_files_on_disk
+from reconciler.asterisk import LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.history import History, LoopState, Record, Result
 from reconciler.settings import Settings
@@ -107,6 +109,16 @@ def rev12(revision: str) -> str:
     return revision.split(":", 1)[-1][:12]
 
 
+@dataclass(frozen=True)
+class _Observed:
+    """What the `live` stage saw in the container."""
+
+    files: dict[str, str]
+    markers: LiveMarkers
+    restarted: bool
+    wiped: bool
+
+
 @dataclass
 class _Attempt:
     """Mutable bookkeeping of the reconcile in progress (the stage reached, what is known)."""
@@ -175,9 +187,9 @@ class Reconciler:
         attempt.snapshot, attempt.revision, attempt.subject = snap, snap.revision, snap.subject
 
         attempt.stage = "live"
-        from reconciler.apply import read_live_state
-
-        live = read_live_state(self.client)
+        # ONE exec: the managed files, state.json and the revision markers Asterisk has live.
+        live_files, markers = self.client.read_managed_with_markers()
+        live = parse_live_state(live_files.pop(STATE_FILE, None))
         uptime = _uptime(self.client)
         restarted = uptime is not None and state.last_uptime_s is not None and uptime < state.last_uptime_s
         retry = state.retry_requested
@@ -189,15 +201,16 @@ class Reconciler:
                 s.failed.pop(snap.revision, None)
 
         state = history.update_state(self.settings, remember)
+        observed = _Observed(live_files, markers, restarted=restarted, wiped=False)
 
         live_revision = live.revision if live is not None else None
-        wiped = live is None and state.last_applied_revision is not None
-        if wiped:
+        if live is None and state.last_applied_revision is not None:
             # state.json is gone but this reconciler applied something: a wiped managed volume.
             live_revision = state.last_applied_revision
+            observed = replace(observed, wiped=True)
 
         if live_revision == snap.revision:
-            return self._drift(attempt, snap, restarted=restarted, wiped=wiped)
+            return self._drift(attempt, snap, observed)
 
         failed = state.failed.get(snap.revision)
         if failed is not None:
@@ -205,7 +218,7 @@ class Reconciler:
             if live_revision is not None:
                 live_snap = self._snapshot_of(live_revision)
                 if live_snap is not None:
-                    healed = self._drift(attempt, live_snap, restarted=restarted, wiped=wiped)
+                    healed = self._drift(attempt, live_snap, observed)
                     if healed.result != "unchanged":
                         return healed
             return Outcome(
@@ -220,25 +233,23 @@ class Reconciler:
 
         return self._apply(attempt, snap, result="applied")
 
-    def _drift(self, attempt: _Attempt, snap: Snapshot, *, restarted: bool, wiped: bool) -> Outcome:
-        """The revision of `snap` should be live: check files and marker, re-apply if they differ."""
+    def _drift(self, attempt: _Attempt, snap: Snapshot, observed: _Observed) -> Outcome:
+        """The revision of `snap` should be live: check files and markers, re-apply if they differ."""
         attempt.stage = "drift"
-        from reconciler import plan, render
-
         rendered = render.render_desired(snap.path, self.settings, revision=snap.revision)
-        attempt.secrets = _secret_strings(rendered)
-        live_files = self.client.read_managed()
-        drift_plan = plan.make_plan(rendered, live_files, rendered.secret_values)
+        attempt.secrets = sorted(rendered.secret_values)
+        live_conf = {n: t for n, t in observed.files.items() if n in rendered.files}
+        drift_plan = plan.make_plan(rendered.files, live_conf, rendered.secret_values)
 
         why: list[str] = []
-        if wiped:
-            why.append("managed files were wiped (no state.json)")
+        if observed.wiped:
+            why.append("the managed files were wiped (no state.json)")
         elif drift_plan.has_changes:
-            why.append("managed files were changed by hand: " + ", ".join(_changed_files(drift_plan)))
-        if restarted:
+            why.append("managed files were changed by hand: " + ", ".join(drift_plan.changed_files))
+        elif not runs_files_on_disk(observed.markers, live_conf):
+            why.append("Asterisk is not running the managed files (revision markers missing)")
+        if observed.restarted:
             why.append("Asterisk restarted (uptime went down)")
-        elif not why and not self._marker_present(snap.revision):
-            why.append(f"revision marker gitops-rev-{rev12(snap.revision)} missing in Asterisk")
         if not why:
             return Outcome(result="unchanged", revision=snap.revision, subject=snap.subject, stage="drift")
         reason = "; ".join(why)
@@ -249,21 +260,24 @@ class Reconciler:
                 revision=snap.revision,
                 subject=snap.subject,
                 reason=reason,
-                changes=tuple(_changed_files(drift_plan)),
+                changes=tuple(drift_plan.changes),
                 stage="drift",
             )
         attempt.revision, attempt.subject, attempt.snapshot = snap.revision, snap.subject, snap
         fixed = self._apply(attempt, snap, result="drift-fixed")
-        return replace(fixed, reason=reason, changes=fixed.changes or tuple(_changed_files(drift_plan)))
+        if fixed.result == "unchanged":
+            # e.g. a restart that loaded the files itself: re-applying found nothing to do.
+            return replace(fixed, reason=reason + f"; Asterisk runs revision {rev12(snap.revision)}")
+        return replace(fixed, reason=reason)
 
     def _apply(self, attempt: _Attempt, snap: Snapshot, *, result: Result) -> Outcome:
         attempt.stage = "apply"
-        from reconciler.apply import apply_desired
-
         applied = apply_desired(
             self.settings, self.client, snap.path, revision=snap.revision, subject=snap.subject
         )
         self._keep_last_good(snap)
+        if applied.unchanged and not applied.recorded and result == "drift-fixed":
+            result = "unchanged"
 
         def remember(s: LoopState) -> None:
             s.last_applied_revision, s.last_applied_subject = snap.revision, snap.subject
@@ -273,7 +287,7 @@ class Reconciler:
             result=result,
             revision=snap.revision,
             subject=snap.subject,
-            changes=tuple(_changes_of(applied)),
+            changes=tuple(applied.changes),
             stage="apply",
         )
 
@@ -349,10 +363,6 @@ class Reconciler:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _marker_present(self, revision: str) -> bool:
-        out = _text(self.client.run(f"pjsip show aor gitops-rev-{rev12(revision)}"))
-        return "Unable to find object" not in out and f"gitops-rev-{rev12(revision)}" in out
-
     def _keep_last_good(self, snap: Snapshot) -> None:
         """Keep a copy of the applied desired files: drift can be healed after the head moved on."""
         target = self.last_good_dir
@@ -386,45 +396,12 @@ def _uptime(client: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-def _text(output: object) -> str:
-    if isinstance(output, str):
-        return output
-    if isinstance(output, dict):
-        return "\n".join(str(v) for v in output.values())
-    if isinstance(output, Iterable):
-        return "\n".join(str(v) for v in output)
-    return str(output)
-
-
-def _secret_strings(rendered: Any) -> list[str]:
-    values = getattr(rendered, "secret_values", None) or {}
-    items = values.values() if isinstance(values, dict) else values
-    return [str(v) for v in items if v and len(str(v)) >= 3]
-
-
 def _mask(text: str | None, secrets: list[str]) -> str | None:
     if not text:
         return text
     for value in sorted(secrets, key=len, reverse=True):
         text = text.replace(value, "***")
     return text
-
-
-def _changed_files(plan: Any) -> list[str]:
-    for attr in ("changed_files", "files_changed", "files"):
-        value = getattr(plan, attr, None)
-        if value:
-            return sorted(str(getattr(v, "name", v)) for v in value)
-    return []
-
-
-def _changes_of(result: Any) -> list[str]:
-    for attr in ("changes", "changed_objects", "changed_files"):
-        value = getattr(result, attr, None)
-        if value:
-            return [str(v) for v in value]
-    plan = getattr(result, "plan", None)
-    return _changed_files(plan) if plan is not None else []
 
 
 ReconcileFn = Callable[[str], Outcome]

@@ -30,6 +30,7 @@ from reconciler.settings import Settings
 log = logging.getLogger("reconciler.server")
 
 MAX_BODY = 1024 * 1024  # a push event of a large merge is well below this
+DRAIN_LIMIT = 16 * MAX_BODY
 
 
 def github_signature(secret: str, body: bytes) -> str:
@@ -127,7 +128,16 @@ class Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
             return
         if length > MAX_BODY:
-            self.close_connection = True  # the body is not read: do not reuse the connection
+            # Read (and drop) a moderately large body so the client sees the 413 instead of a reset
+            # connection; beyond DRAIN_LIMIT just close.
+            if length <= DRAIN_LIMIT:
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 65536))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+            self.close_connection = True
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
             return
         body = self.rfile.read(length)

@@ -1,0 +1,177 @@
+"""`reconciler watch --repo` against a bare git remote and the real Asterisk: merges go live by
+themselves, broken commits never do, hand edits are healed, bursts collapse.
+
+The tests run in file order on one PBX (module fixture `stack`): each step starts from the state
+the previous one left, as in real use. Times are measured and printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from reconciler.history import History
+from reconciler.settings import Settings
+from tests.gitops.conftest import INTERVAL_S, Stack, git
+from tests.harness import sipp
+from tests.harness.containers import MANAGED_DIR
+
+# A poll reconcile starts at most one jittered interval (+10 %) after the previous one ends.
+ONE_INTERVAL_S = INTERVAL_S * 1.1
+# Generous bounds for "eventually": a stuck loop fails the test instead of hanging it.
+LIVE_TIMEOUT_S = 60.0
+
+
+def rev12(sha: str) -> str:
+    return sha[:12]
+
+
+def extension_yaml(stack: Stack, extra: dict[str, str]) -> str:
+    """extensions.yaml of the initial state plus `extra` (number → name)."""
+    text = (stack.remote.desired / "extensions.yaml").read_text()
+    text = re.sub(r'  - number: "400[67]"\n(?:    .*\n)*', "", text)
+    for number, name in extra.items():
+        text += f'  - number: "{number}"\n    name: {name}\n    password: ${{EXT_{number}_PASSWORD}}\n'
+        text += "    voicemail: true\n"
+    return text
+
+
+def applied(sha: str):
+    return lambda line: line["result"] == "applied" and line["revision"] == rev12(sha)
+
+
+def test_a_pushed_commit_adding_extension_4006_goes_live_by_polling_and_a_phone_registers(
+    stack: Stack, sipp_installed: str
+) -> None:
+    assert not re.search(r"Endpoint:\s+4006\b", stack.endpoints())
+    start = stack.watcher.count()
+    sha = stack.remote.commit_and_push(
+        "Add 4006 for the new hire", {"extensions.yaml": extension_yaml(stack, {"4006": "New Hire"})}
+    )
+    pushed = time.monotonic()
+
+    seen_at, line = stack.watcher.wait_for(applied(sha), LIVE_TIMEOUT_S, after=start)
+
+    stack.measure("poll (interval 2 s)", seen_at - pushed)
+    assert line["trigger"] == "poll"
+    assert re.search(r"Endpoint:\s+4006\b", stack.endpoints())
+    assert stack.live_revision() == sha
+    result = sipp.register("4006", stack.secrets["EXT_4006_PASSWORD"], stack.pbx.sip_port)
+    assert result.final_status("REGISTER") == 200, result.describe()
+
+
+def test_a_pushed_commit_with_broken_yaml_is_recorded_as_invalid_with_its_file_and_line_and_4006_stays_live(
+    stack: Stack,
+) -> None:
+    good = stack.live_revision()
+    start = stack.watcher.count()
+    broken = extension_yaml(stack, {"4006": "New Hire"}) + '  - number: "4007"\n    name: [unclosed\n'
+    sha = stack.remote.commit_and_push("Add 4007 (typo)", {"extensions.yaml": broken})
+    assert stack.watcher.webhook(sha) == 202
+
+    _, line = stack.watcher.wait_for(lambda x: x["revision"] == rev12(sha), LIVE_TIMEOUT_S, after=start)
+
+    assert line["result"] == "invalid"
+    assert re.search(r"desired/extensions\.yaml:\d+", line["reason"]), line["reason"]
+    record = History(Settings(state_dir=stack.watcher.state_dir)).last()
+    assert record is not None and record["result"] == "invalid" and record["subject"] == "Add 4007 (typo)"
+    assert re.search(r"desired/extensions\.yaml:\d+", str(record["reason"]))
+    assert stack.live_revision() == good
+    assert re.search(r"Endpoint:\s+4006\b", stack.endpoints())
+
+
+def test_a_failed_revision_is_not_retried_on_every_poll(stack: Stack) -> None:
+    start = stack.watcher.count()
+    # Two poll reconciles later the broken head has still not been tried again.
+    stack.watcher.wait_for(lambda x: x["trigger"] == "poll", LIVE_TIMEOUT_S, after=start)
+    second = stack.watcher.count()
+    _, line = stack.watcher.wait_for(lambda x: x["trigger"] == "poll", LIVE_TIMEOUT_S, after=second)
+    assert line["result"] == "skipped"
+    assert "reconciler retry" in line["reason"]
+    tried = [x for _, x in stack.watcher.lines()[start:] if x["result"] in ("invalid", "failed", "applied")]
+    assert tried == []
+
+
+def test_the_next_good_commit_applies_by_webhook(stack: Stack) -> None:
+    start = stack.watcher.count()
+    fixed = extension_yaml(stack, {"4006": "New Hire", "4007": "Second Hire"})
+    sha = stack.remote.commit_and_push("Add 4007, fixed", {"extensions.yaml": fixed})
+    pushed = time.monotonic()
+    assert stack.watcher.webhook(sha) == 202
+
+    seen_at, line = stack.watcher.wait_for(applied(sha), LIVE_TIMEOUT_S, after=start)
+
+    stack.measure("webhook", seen_at - pushed)
+    assert "webhook" in line["trigger"]
+    assert stack.live_revision() == sha
+    assert re.search(r"Endpoint:\s+4007\b", stack.endpoints())
+
+
+def test_a_hand_edit_of_a_managed_file_is_restored_by_the_next_poll(stack: Stack) -> None:
+    original = stack.managed("extensions.conf")
+    start = stack.watcher.count()
+    edit = "printf '\\n[hand-made]\\nexten => 999,1,NoOp(edited by hand)\\n'"
+    code, out = stack.pbx.exec(f"{edit} >> {MANAGED_DIR}/extensions.conf")
+    assert code == 0, out
+    assert "hand-made" in stack.managed("extensions.conf")
+
+    # The first poll may have read the files just before the edit; the one after it must heal.
+    _, line = stack.watcher.wait_for(
+        lambda x: x["result"] in ("drift-fixed", "drift-detected"), LIVE_TIMEOUT_S, after=start
+    )
+    polls = [x for _, x in stack.watcher.lines()[start:] if x["trigger"] == "poll"]
+
+    assert line["result"] == "drift-fixed"
+    assert "by hand" in line["reason"]
+    assert len(polls) <= 2
+    assert stack.managed("extensions.conf") == original
+
+
+def test_a_webhook_with_a_bad_signature_gets_401_and_causes_no_reconcile(stack: Stack) -> None:
+    start = stack.watcher.count()
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+
+    assert stack.watcher.webhook("0" * 40, secret="not-the-secret") == 401
+    assert stack.watcher.post(body, {}) == 401
+    assert stack.watcher.post(body, {"X-Gitlab-Token": "wrong"}) == 401
+
+    # Anything the webhook queued would run before (or with) the next poll.
+    stack.watcher.wait_for(lambda x: x["trigger"] == "poll", LIVE_TIMEOUT_S, after=start)
+    triggers = [x["trigger"] for _, x in stack.watcher.lines()[start:]]
+    assert not any("webhook" in t for t in triggers), triggers
+
+
+def test_twenty_rapid_pushes_cause_far_fewer_reconciles_and_end_on_the_last_commit(stack: Stack) -> None:
+    start = stack.watcher.count()
+    shas = []
+    for n in range(1, 21):
+        text = extension_yaml(stack, {"4006": f"Burst {n}", "4007": "Second Hire"})
+        shas.append(stack.remote.commit_and_push(f"Rename 4006, take {n}", {"extensions.yaml": text}))
+        assert stack.watcher.webhook(shas[-1]) == 202
+
+    stack.watcher.wait_for(applied(shas[-1]), LIVE_TIMEOUT_S, after=start)
+
+    during = [x for _, x in stack.watcher.lines()[start:]]
+    assert len(during) < 10, during
+    assert stack.live_revision() == shas[-1]
+    assert "Burst 20" in stack.managed("pjsip.conf")
+    assert "Burst 19" not in stack.managed("pjsip.conf")
+
+
+@pytest.mark.parametrize("how", ["webhook", "poll"])
+def test_push_to_live_time_is_measured(stack: Stack, how: str) -> None:
+    """Not a check of speed (nothing is asserted about time): records numbers for the report."""
+    for n in range(3):
+        start = stack.watcher.count()
+        text = extension_yaml(stack, {"4006": f"Measured {how} {n}", "4007": "Second Hire"})
+        sha = stack.remote.commit_and_push(f"Measure {how} {n}", {"extensions.yaml": text})
+        pushed = time.monotonic()
+        if how == "webhook":
+            assert stack.watcher.webhook(sha) == 202
+        seen_at, _ = stack.watcher.wait_for(applied(sha), LIVE_TIMEOUT_S, after=start)
+        stack.measure(how if how == "webhook" else f"poll (interval {INTERVAL_S:.0f} s)", seen_at - pushed)
+        time.sleep(0.3 + n * 0.5)  # spread the poll phase
+    assert git("rev-parse", "HEAD", cwd=stack.remote.work) == stack.live_revision()
