@@ -17,16 +17,22 @@ import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import docker
 import jinja2
 from testcontainers.core.container import DockerContainer
 
 from tests.harness import ports
+
+if TYPE_CHECKING:
+    from reconciler.apply import ApplyResult
+    from reconciler.asterisk import AsteriskClient
+    from reconciler.settings import Settings
 
 IMAGE = os.environ.get("ASTERISK_TEST_IMAGE", "asterisk-gitops/asterisk:latest")
 MANAGED_DIR = "/etc/asterisk/managed"
@@ -35,6 +41,9 @@ PROVIDER_TEMPLATES = Path(__file__).parent / "provider"
 PROVIDER_USER = "pbxtrunk"
 EXTENSIONS = tuple(str(n) for n in range(4000, 4006))
 T = TypeVar("T")
+
+
+LIVE: set[AsteriskContainer] = set()  # started and not yet stopped: dumped on test failure
 
 
 class HarnessError(RuntimeError):
@@ -124,6 +133,7 @@ class AsteriskContainer:
         for name, data in self._files.items():
             container.with_copy_into_container(data, f"{MANAGED_DIR}/{name}", 0o644)
         self._container = container
+        LIVE.add(self)
         try:
             container.start()
             self.wait_booted(boot_timeout_s)
@@ -135,6 +145,7 @@ class AsteriskContainer:
     def stop(self) -> None:
         """Remove the container (and its anonymous volumes) and release its ports. Idempotent."""
         container, self._container = self._container, None
+        LIVE.discard(self)
         if container is not None:
             with contextlib.suppress(docker.errors.NotFound):
                 container.stop(force=True, delete_volume=True)
@@ -406,3 +417,70 @@ def desired_dir(
     """
     values = {**make_secrets(), **(secret_values or {})}
     return write_desired_dir(tmp_path / "desired", pbx, provider), values
+
+
+# --- a PBX with its fake provider, for integration and gitops tests -------------------------------
+
+
+@dataclass
+class PbxStack:
+    """A started PBX (empty managed dir) and fake provider, with secrets and a desired dir for them.
+
+    Nothing is applied yet: call `apply()` (the reconciler's real pipeline) or let a watch loop do it.
+    """
+
+    pbx: PbxContainer
+    provider: ProviderContainer
+    secrets: dict[str, str]
+    desired_dir: Path
+    workdir: Path
+
+    def settings(self, desired_dir: Path | None = None, templates_dir: Path | None = None) -> Settings:
+        """Settings that point the reconciler at this PBX, with the secrets in `environ` only."""
+        from reconciler.settings import Settings
+
+        base = Settings(
+            container=self.pbx.name,
+            desired_dir=desired_dir or self.desired_dir,
+            state_dir=self.workdir / "state",
+            env_file=self.workdir / "no.env",
+            secrets_dir=self.workdir / "no-secrets",
+            environ=dict(self.secrets),
+        )
+        return replace(base, templates_dir=templates_dir) if templates_dir else base
+
+    def client(self) -> AsteriskClient:
+        """An AsteriskClient for the PBX container."""
+        from reconciler.asterisk import AsteriskClient
+
+        return AsteriskClient(self.pbx.name)
+
+    def apply(self, desired_dir: Path | None = None, templates_dir: Path | None = None) -> ApplyResult:
+        """Run `reconciler.apply.apply_desired` for `desired_dir` (default: the stack's own)."""
+        from reconciler.apply import apply_desired
+
+        settings = self.settings(desired_dir, templates_dir)
+        return apply_desired(settings, self.client(), settings.desired_dir)
+
+    def password(self, ext: str) -> str:
+        """The SIP password of extension `ext`."""
+        return self.secrets[f"EXT_{ext}_PASSWORD"]
+
+
+@contextlib.contextmanager
+def pbx_stack(workdir: Path, *, name_prefix: str = "test") -> Iterator[PbxStack]:
+    """Start a PBX and a fake provider that expects it; write `<workdir>/desired`; always clean up."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    values = make_secrets()
+    pbx = PbxContainer(name_prefix=name_prefix)
+    provider: ProviderContainer | None = None
+    try:
+        provider = ProviderContainer(pbx.sip_port, values["PROVIDER_PASSWORD"], name_prefix=name_prefix)
+        pbx.start()
+        provider.start()
+        desired = write_desired_dir(workdir / "desired", pbx, provider)
+        yield PbxStack(pbx, provider, values, desired, workdir)
+    finally:
+        if provider is not None:
+            provider.stop()
+        pbx.stop()

@@ -97,6 +97,7 @@ class SippResult:
     returncode: int
     messages: list[SipMessage] = field(repr=False)
     run_dir: Path
+    local_port: int
     killed: bool = False
 
     @property
@@ -247,7 +248,7 @@ def run(
         ports.release_port(media)
     trace = run_dir / "messages.log"
     messages = parse_trace(trace.read_text(errors="replace")) if trace.exists() else []
-    return SippResult(proc.returncode if proc.returncode is not None else -9, messages, run_dir, killed)
+    return SippResult(proc.returncode if proc.returncode is not None else -9, messages, run_dir, port, killed)
 
 
 def register(
