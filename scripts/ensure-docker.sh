@@ -108,10 +108,14 @@ install_compose() {
     link_compose_plugin || die "docker-compose was installed but 'docker compose version' still fails"
 }
 
+launch_dockerd() {
+    nohup dockerd >>"$DOCKERD_LOG" 2>&1 &
+}
+
 start_dockerd() {
     engine_answers && return 0
     say "starting dockerd (log: $DOCKERD_LOG)"
-    nohup dockerd >>"$DOCKERD_LOG" 2>&1 &
+    launch_dockerd
     wait_for_engine "$DOCKERD_WAIT"
 }
 
