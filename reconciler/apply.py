@@ -161,17 +161,35 @@ def _mask(text: str, secrets: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class _Expectations:
-    rev12: str
+    """What Asterisk must report once the files on disk are live. The markers are those the files
+    on disk declare: a file whose content did not change keeps the marker of its older revision."""
+
+    pjsip_rev12: str | None
+    dialplan_rev12: str | None
     endpoints: frozenset[str]
     emergency: tuple[str, ...]
     mailboxes: frozenset[str]
 
 
-def _expectations(state: Any, revision: str) -> _Expectations:
+def declared_pjsip_rev12(pjsip_conf: str | None) -> str | None:
+    """The rev12 of the `[gitops-rev-<rev12>]` marker AOR a managed pjsip.conf declares."""
+    if not pjsip_conf:
+        return None
+    match = re.search(r"^\[gitops-rev-([0-9A-Za-z]+)\]", pjsip_conf, re.M)
+    return match[1] if match else None
+
+
+def _expectations(state: Any, on_disk: Mapping[str, str]) -> _Expectations:
     endpoints = {e.number for e in state.extensions} | {p.name for p in state.providers}
     emergency = sorted({n for route in state.outbound for n in (route.numbers or [])})
     mailboxes = {e.number for e in state.extensions if e.has_voicemail}
-    return _Expectations(rev12(revision), frozenset(endpoints), tuple(emergency), frozenset(mailboxes))
+    return _Expectations(
+        declared_pjsip_rev12(on_disk.get("pjsip.conf")),
+        declared_dialplan_rev12(on_disk.get("extensions.conf")),
+        frozenset(endpoints),
+        tuple(emergency),
+        frozenset(mailboxes),
+    )
 
 
 def verification_queries(exp: _Expectations, files: Iterable[str], restarted: bool) -> list[str]:
@@ -179,7 +197,7 @@ def verification_queries(exp: _Expectations, files: Iterable[str], restarted: bo
     files = set(files)
     queries: list[str] = []
     if restarted or "pjsip.conf" in files:
-        queries += [f"pjsip show aor gitops-rev-{exp.rev12}", "pjsip list endpoints"]
+        queries += [f"pjsip show aor gitops-rev-{exp.pjsip_rev12}", "pjsip list endpoints"]
     if restarted or "extensions.conf" in files:
         queries.append("dialplan show revision@gitops-meta")
         queries += [f"dialplan show {n}@internal" for n in exp.emergency]
@@ -193,10 +211,9 @@ def verify(exp: _Expectations, queries: Sequence[str], outputs: Sequence[str]) -
     checks: list[Check] = []
     for query, out in zip(queries, outputs, strict=True):
         if query.startswith("pjsip show aor gitops-rev-"):
-            ok = aor_found(out, exp.rev12)
-            checks.append(
-                Check(f"pjsip.conf live (aor gitops-rev-{exp.rev12})", ok, "" if ok else "not found")
-            )
+            ok = exp.pjsip_rev12 is not None and aor_found(out, exp.pjsip_rev12)
+            name = f"pjsip.conf live (aor gitops-rev-{exp.pjsip_rev12})"
+            checks.append(Check(name, ok, "" if ok else "not found"))
         elif query == "pjsip list endpoints":
             live = set(parse_endpoint_list(out))
             missing = sorted(exp.endpoints - live)
@@ -212,10 +229,9 @@ def verify(exp: _Expectations, queries: Sequence[str], outputs: Sequence[str]) -
             checks.append(Check(f"endpoints ({len(exp.endpoints)})", not missing and not extra, detail))
         elif query == "dialplan show revision@gitops-meta":
             live_rev = dialplan_revision(out)
-            ok = live_rev == exp.rev12
-            checks.append(
-                Check(f"dialplan live (revision {exp.rev12})", ok, "" if ok else f"found {live_rev}")
-            )
+            ok = live_rev is not None and live_rev == exp.dialplan_rev12
+            name = f"dialplan live (revision {exp.dialplan_rev12})"
+            checks.append(Check(name, ok, "" if ok else f"found {live_rev}"))
         elif query.startswith("dialplan show ") and query.endswith("@internal"):
             number = query.removeprefix("dialplan show ").removesuffix("@internal")
             exts = parse_dialplan(out)
@@ -381,7 +397,6 @@ def apply_desired(
     started = time.monotonic()
     execs0, transfers0 = client.exec_count, client.transfer_count
     rendered = render.render_desired(Path(desired_dir), settings, revision)
-    exp = _expectations(rendered.state, rendered.revision)
     secrets = rendered.secret_values
 
     def result(**kw: Any) -> ApplyResult:
@@ -449,6 +464,8 @@ def apply_desired(
 
     new_files = {n: rendered.files[n] for n in changed}
     previous = {n: live_conf.get(n) for n in changed}
+    on_disk = {**live_conf, **new_files}
+    exp = _expectations(rendered.state, on_disk)
     reload_cmds = () if restart else reloads
     queries = verification_queries(exp, changed, restart)
     with ManagedFilesTransaction(client, previous, reload_cmds, restart, progress) as txn:
@@ -477,7 +494,6 @@ def apply_desired(
                 problems=problems,
                 checks=checks,
             )
-        on_disk = {**live_conf, **new_files}
         record = LiveState(
             rendered.revision, subject, _now(), {n: sha256_text(t) for n, t in sorted(on_disk.items())}
         )

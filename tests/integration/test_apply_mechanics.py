@@ -1,0 +1,244 @@
+"""`apply_desired` against a real Asterisk 22 container: what is written, what is reloaded, what
+Asterisk reports afterwards, and that a refused config leaves the previous revision live.
+
+One PBX and one fake provider (a second Asterisk) are shared by the whole module; every test
+starts by applying the baseline desired state, which is a no-op when it is already live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.apply import ApplyResult, ApplyRolledBack, apply_desired, read_live_state, rev12
+from reconciler.asterisk import AsteriskClient
+from reconciler.settings import REPO_ROOT, Settings
+from tests.harness import ports
+from tests.harness.containers import (
+    MANAGED_DIR,
+    MESSAGES_LOG,
+    PbxContainer,
+    ProviderContainer,
+    desired_yaml,
+    docker_available,
+    image_available,
+    make_secrets,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not docker_available(), reason="no Docker engine"),
+    pytest.mark.skipif(not image_available(), reason="image asterisk-gitops/asterisk:latest not built"),
+]
+
+EXTENSIONS = [str(n) for n in range(4000, 4006)]
+
+
+class Pbx:
+    """The shared PBX, its provider, and a desired dir that tests rewrite."""
+
+    def __init__(self, pbx: PbxContainer, provider: ProviderContainer, root: Path, secrets: dict[str, str]):
+        self.container = pbx
+        self.provider = provider
+        self.desired = root / "desired"
+        self.desired.mkdir(parents=True, exist_ok=True)
+        self.settings = Settings(
+            templates_dir=REPO_ROOT / "templates",
+            container=pbx.name,
+            env_file=root / "no.env",
+            secrets_dir=root / "no-secrets",
+            environ=dict(secrets),
+        )
+        self.client = AsteriskClient(pbx.name)
+
+    def write(self, *, port: int | None = None, edit: dict[str, tuple[str, str]] | None = None) -> None:
+        """Write the baseline desired state, with optional (old → new) text edits per file."""
+        files = desired_yaml(port or self.container.sip_port, self.provider.sip_port)
+        for name, (old, new) in (edit or {}).items():
+            assert old in files[name], f"{old!r} not in {name}"
+            files[name] = files[name].replace(old, new)
+        for old_file in self.desired.glob("*.yaml"):
+            old_file.unlink()
+        for name, text in files.items():
+            (self.desired / name).write_text(text)
+
+    def apply(self, settings: Settings | None = None) -> ApplyResult:
+        return apply_desired(settings or self.settings, self.client, self.desired)
+
+    def baseline(self) -> ApplyResult:
+        self.write()
+        return self.apply()
+
+    def log_size(self) -> int:
+        return int(self.container.exec(f"stat -c %s {MESSAGES_LOG}")[1].strip())
+
+    def log_since(self, offset: int) -> str:
+        return self.container.exec(f"tail -c +{offset + 1} {MESSAGES_LOG}")[1]
+
+    def managed(self, name: str) -> str:
+        return self.container.read_file(f"{MANAGED_DIR}/{name}")
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
+    secrets = make_secrets(EXTENSIONS)
+    container = PbxContainer("pbx", name_prefix="apply")
+    provider = ProviderContainer(container.sip_port, secrets["PROVIDER_PASSWORD"], name_prefix="apply")
+    try:
+        provider.start()
+        container.start()
+        yield Pbx(container, provider, tmp_path_factory.mktemp("apply"), secrets)
+    finally:
+        container.stop()
+        provider.stop()
+
+
+def reloads_in(log: str) -> list[str]:
+    """Modules whose reload Asterisk logged, without the client's log barrier (udptl)."""
+    return [m for m in re.findall(r"Reloading module '([^']+)'", log) if m != "udptl"]
+
+
+def test_first_apply_creates_the_extensions_and_the_revision_markers(pbx: Pbx) -> None:
+    pbx.write()
+    result = pbx.apply()
+
+    if not result.unchanged:  # the module's first test: the managed dir started empty
+        assert set(result.changed_files) == {"pjsip.conf", "extensions.conf", "voicemail.conf"}
+        assert all(check.ok for check in result.checks)
+    marker = rev12(result.revision)
+    endpoints, aor, meta = pbx.container.cli_each(
+        "pjsip list endpoints", f"pjsip show aor gitops-rev-{marker}", "dialplan show revision@gitops-meta"
+    )
+    for number in EXTENSIONS:
+        assert re.search(rf"Endpoint:\s+{number}/{number}\s", endpoints), number
+    assert "fake_provider" in endpoints
+    assert "Unable to find object" not in aor and f"gitops-rev-{marker}" in aor
+    assert f"NoOp({marker})" in meta
+    state = json.loads(pbx.managed("state.json"))
+    assert state["revision"] == result.revision
+    assert set(state["files"]) == {"pjsip.conf", "extensions.conf", "voicemail.conf"}
+    assert read_live_state(pbx.client).revision == result.revision  # type: ignore[union-attr]
+
+
+def test_apply_without_changes_reloads_nothing(pbx: Pbx) -> None:
+    pbx.baseline()
+    offset = pbx.log_size()
+
+    result = pbx.apply()
+
+    assert result.unchanged
+    assert result.reloads == () and result.changed_files == ()
+    assert result.execs == 1 and result.transfers == 0
+    assert "Reloading module" not in pbx.log_since(offset)
+
+
+def test_changing_one_extension_reloads_only_res_pjsip(pbx: Pbx) -> None:
+    before = pbx.baseline()
+    edit = {"extensions.yaml": ("name: Extension 4003\n", "name: Extension 4003\n    codecs: [alaw]\n")}
+    pbx.write(edit=edit)
+    offset = pbx.log_size()
+
+    result = pbx.apply()
+
+    assert result.changed_files == ("pjsip.conf",)
+    assert result.reloads == ("module reload res_pjsip.so",)
+    assert not result.restarted
+    assert reloads_in(pbx.log_since(offset)) == ["res_pjsip.so"]
+    endpoint = pbx.container.cli("pjsip show endpoint 4003")
+    assert re.search(r"^\s*allow\s*:\s*\(alaw\)", endpoint, re.MULTILINE)
+    assert read_live_state(pbx.client).revision == result.revision != before.revision  # type: ignore[union-attr]
+
+
+def test_changing_a_route_reloads_only_the_dialplan(pbx: Pbx) -> None:
+    pbx.baseline()
+    pbx.write(edit={"routes.yaml": ('prefix: "9", strip: 1', 'prefix: "8", strip: 1')})
+    offset = pbx.log_size()
+
+    result = pbx.apply()
+
+    assert result.changed_files == ("extensions.conf",)
+    assert result.reloads == ("dialplan reload",)
+    assert reloads_in(pbx.log_since(offset)) == []  # `dialplan reload` does not log a module reload
+    assert "'_8X.'" in pbx.container.cli("dialplan show 81234@internal")
+    assert "'_9X.'" not in pbx.container.cli("dialplan show internal")
+    # 911 is an exact extension: with the 9 prefix gone it still resolves first to itself.
+    assert all(c.ok for c in result.checks if "emergency" in c.name)
+
+
+BAD_TEMPLATES = {
+    "invalid option value on an existing endpoint": (
+        "dtmf_mode = rfc4733\n",
+        'dtmf_mode = {{ "bogus" if ext.number == "4005" else "rfc4733" }}\n',
+        "dtmf_mode=bogus",
+    ),
+    "broken section header": (
+        "; ---- revision marker",
+        "[broken-section\n; ---- revision marker",
+        "no closing ']'",
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", list(BAD_TEMPLATES))
+def test_config_asterisk_refuses_is_rolled_back_and_the_previous_revision_stays_live(
+    pbx: Pbx, tmp_path: Path, defect: str
+) -> None:
+    good = pbx.baseline()
+    good_pjsip = pbx.managed("pjsip.conf")
+    old, new, logged = BAD_TEMPLATES[defect]
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for source in (REPO_ROOT / "templates").glob("*.j2"):
+        text = source.read_text()
+        if source.name == "pjsip.conf.j2":
+            assert old in text
+            text = text.replace(old, new, 1)
+        (templates / source.name).write_text(text)
+    # A real change too, so the refused file carries a new revision marker.
+    pbx.write(edit={"extensions.yaml": ("name: Extension 4002\n", "name: Extension 4002 New\n")})
+    bad_settings = dataclasses.replace(pbx.settings, templates_dir=templates)
+
+    with pytest.raises(ApplyRolledBack) as failure:
+        pbx.apply(bad_settings)
+
+    error = failure.value
+    assert error.rolled_back
+    assert any(logged in p.message for p in error.problems), error.message
+    assert logged in error.message and "restored" in error.message
+    assert error.hint
+    # The previous files and revision are what Asterisk runs.
+    assert pbx.managed("pjsip.conf") == good_pjsip
+    aor = pbx.container.cli(f"pjsip show aor gitops-rev-{rev12(good.revision)}")
+    assert "Unable to find object" not in aor
+    assert read_live_state(pbx.client).revision == good.revision  # type: ignore[union-attr]
+    assert re.search(r"dtmf_mode\s*:\s*rfc4733", pbx.container.cli("pjsip show endpoint 4005"))
+    # And the next apply of the good desired state finds nothing to reload.
+    pbx.write()
+    assert pbx.apply().unchanged
+
+
+def test_transport_port_change_restarts_asterisk_and_binds_the_new_port(pbx: Pbx) -> None:
+    pbx.baseline()
+    new_port = ports.reserve_port()
+    try:
+        pbx.write(port=new_port)
+        offset = pbx.log_size()
+        result = pbx.apply()
+
+        assert result.restarted and result.reloads == ("core restart gracefully",)
+        assert all(check.ok for check in result.checks), result.checks
+        transports = pbx.container.cli("pjsip show transports")
+        assert f"127.0.0.1:{new_port}" in transports
+        assert f"127.0.0.1:{pbx.container.sip_port} " not in transports + " "
+        assert "Asterisk is now restarting" in pbx.log_since(offset)
+        assert read_live_state(pbx.client).revision == result.revision  # type: ignore[union-attr]
+    finally:
+        pbx.write()
+        back = pbx.apply()
+        assert back.unchanged or back.restarted
+        ports.release_port(new_port)
