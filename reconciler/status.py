@@ -134,9 +134,9 @@ def user_agents(client: Any, contacts: Iterable[parsers.Contact]) -> dict[str, s
 
 
 def _is_provider(ep: parsers.EndpointInfo, names: set[str]) -> bool:
-    if names:
-        return ep.name in names
-    return bool(ep.out_auths or ep.identify_matches)
+    # What Asterisk runs decides (the desired dir may be another revision, or not this PBX's at all):
+    # a trunk authenticates outbound or is identified by address; phones only authenticate inbound.
+    return ep.name in names or bool(ep.out_auths or ep.identify_matches)
 
 
 def _registration_for(
