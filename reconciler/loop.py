@@ -115,7 +115,6 @@ class _Observed:
 
     files: dict[str, str]
     markers: LiveMarkers
-    restarted: bool
     wiped: bool
 
 
@@ -124,11 +123,24 @@ class _Attempt:
     """Mutable bookkeeping of the reconcile in progress (the stage reached, what is known)."""
 
     trigger: str
-    stage: str = "start"
+    _stage: str = "start"
+    _since: float = field(default_factory=time.monotonic)
+    timings: dict[str, float] = field(default_factory=dict)
     revision: str | None = None
     subject: str | None = None
     snapshot: Snapshot | None = None
     secrets: list[str] = field(default_factory=list)
+
+    @property
+    def stage(self) -> str:
+        return self._stage
+
+    @stage.setter
+    def stage(self, name: str) -> None:
+        """Enter stage `name`; the time spent in the previous stage is kept for the log line."""
+        now = time.monotonic()
+        self.timings[self._stage] = round(self.timings.get(self._stage, 0.0) + now - self._since, 3)
+        self._stage, self._since = name, now
 
 
 class Reconciler:
@@ -190,18 +202,14 @@ class Reconciler:
         # ONE exec: the managed files, state.json and the revision markers Asterisk has live.
         live_files, markers = self.client.read_managed_with_markers()
         live = parse_live_state(live_files.pop(STATE_FILE, None))
-        uptime = _uptime(self.client)
-        restarted = uptime is not None and state.last_uptime_s is not None and uptime < state.last_uptime_s
-        retry = state.retry_requested
+        if state.retry_requested:
 
-        def remember(s: LoopState) -> None:
-            s.last_uptime_s = uptime
-            if retry:
+            def forget_failure(s: LoopState) -> None:
                 s.retry_requested = False
                 s.failed.pop(snap.revision, None)
 
-        state = history.update_state(self.settings, remember)
-        observed = _Observed(live_files, markers, restarted=restarted, wiped=False)
+            state = history.update_state(self.settings, forget_failure)
+        observed = _Observed(live_files, markers, wiped=False)
 
         live_revision = live.revision if live is not None else None
         if live is None and state.last_applied_revision is not None:
@@ -248,7 +256,7 @@ class Reconciler:
             why.append("managed files were changed by hand: " + ", ".join(drift_plan.changed_files))
         elif not runs_files_on_disk(observed.markers, live_conf):
             why.append("Asterisk is not running the managed files (revision markers missing)")
-        if observed.restarted:
+        if self._restarted():
             why.append("Asterisk restarted (uptime went down)")
         if not why:
             return Outcome(result="unchanged", revision=snap.revision, subject=snap.subject, stage="drift")
@@ -344,7 +352,8 @@ class Reconciler:
                 )
             except OSError as exc:
                 log.error("cannot write history in %s: %s", self.settings.state_dir, exc)
-        line = {
+        attempt.stage = "done"
+        line: dict[str, object] = {
             "event": "reconcile",
             "revision": rev12(outcome.revision) if outcome.revision else None,
             "trigger": attempt.trigger,
@@ -352,6 +361,7 @@ class Reconciler:
             "duration_s": round(duration, 3),
             "changes": len(outcome.changes),
             "stage": outcome.stage,
+            "stages_s": attempt.timings,
         }
         if outcome.temporary:
             line["temporary"] = True
@@ -362,6 +372,21 @@ class Reconciler:
         return outcome
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _restarted(self) -> bool:
+        """Whether Asterisk's uptime went down since the last drift check (one exec).
+
+        Asked only when checking drift: an apply does not need it, and every exec costs ~0.1 s.
+        """
+        uptime = _uptime(self.client)
+        before: list[float | None] = []
+
+        def remember(s: LoopState) -> None:
+            before.append(s.last_uptime_s)
+            s.last_uptime_s = uptime
+
+        history.update_state(self.settings, remember)
+        return uptime is not None and before[0] is not None and uptime < before[0]
 
     def _keep_last_good(self, snap: Snapshot) -> None:
         """Keep a copy of the applied desired files: drift can be healed after the head moved on."""
@@ -475,6 +500,9 @@ class WatchLoop:
     def _after(self, outcome: Outcome) -> None:
         if not outcome.temporary:
             self._failures = 0
+            if self._backoff is not None:  # recovered: a pending retry would be a wasted reconcile
+                self._backoff.cancel()
+                self._backoff = None
             return
         # Temporary failure: retry sooner than the next poll, doubling, but never later than it.
         delay = min(self.options.backoff_initial_s * 2**self._failures, self.options.interval_s)

@@ -175,3 +175,34 @@ def test_push_to_live_time_is_measured(stack: Stack, how: str) -> None:
         stack.measure(how if how == "webhook" else f"poll (interval {INTERVAL_S:.0f} s)", seen_at - pushed)
         time.sleep(0.3 + n * 0.5)  # spread the poll phase
     assert git("rev-parse", "HEAD", cwd=stack.remote.work) == stack.live_revision()
+
+
+def test_a_wiped_managed_volume_is_restored_and_logged_as_drift(stack: Stack) -> None:
+    live = stack.live_revision()
+    start = stack.watcher.count()
+    code, out = stack.pbx.exec(f"rm -f {MANAGED_DIR}/*.conf {MANAGED_DIR}/state.json")
+    assert code == 0, out
+    assert stack.managed("pjsip.conf") == ""
+
+    _, line = stack.watcher.wait_for(lambda x: x["result"] == "drift-fixed", LIVE_TIMEOUT_S, after=start)
+
+    assert "wiped" in line["reason"]
+    assert stack.live_revision() == live
+    assert "[4006]" in stack.managed("pjsip.conf")
+
+
+def test_a_restarted_asterisk_is_noticed_and_still_runs_the_live_revision(stack: Stack) -> None:
+    live = stack.live_revision()
+    start = stack.watcher.count()
+    stack.pbx.docker_container.restart(timeout=10)
+    stack.pbx.wait_booted()
+
+    _, line = stack.watcher.wait_for(
+        lambda x: "restarted" in (x.get("reason") or "") and x["result"] in ("unchanged", "drift-fixed"),
+        LIVE_TIMEOUT_S,
+        after=start,
+    )
+
+    assert line["revision"] == rev12(live or "")
+    assert re.search(r"Endpoint:\s+4006\b", stack.endpoints())
+    assert stack.live_revision() == live
