@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -272,10 +272,9 @@ def _validate(
             problems.append(Problem(file, line, key, f"must be a list of {key}"))
             continue
         valid: list[Any] = []
-        adapter: TypeAdapter[Any] = TypeAdapter(item_model)
         for i, item in enumerate(items):
             try:
-                valid.append(adapter.validate_python(item))
+                valid.append(item_model.model_validate(item))
                 index[(key, len(valid) - 1)] = i
             except ValidationError as exc:
                 problems += _pydantic_problems(exc, (key, i), loaded.locate, seen)

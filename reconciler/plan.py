@@ -27,8 +27,8 @@ RELOAD_COMMANDS: dict[str, str] = {
 RESTART_COMMAND = "core restart gracefully"
 
 _REVISION_LINE = re.compile(r"^;\s*revision:.*$")
-_MARKER_SECTION = re.compile(r"^\[gitops-rev-[0-9a-zA-Z]+\]")
-_MARKER_COMMENT = re.compile(r"^;.*gitops-rev-[0-9a-zA-Z]+")
+_MARKER_SECTION = re.compile(r"^\[gitops-rev-[^\]\s]+\]")
+_MARKER_COMMENT = re.compile(r"^;.*gitops-rev-\S+")
 _META_LINE = re.compile(r"^exten\s*=>\s*revision\s*,\s*1\s*,\s*NoOp\([^)]*\)\s*$")
 _SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
 _MAILBOX_LINE = re.compile(r"^(\s*[0-9]+\s*=>\s*)([^,]*)(,.*)?$")

@@ -6,19 +6,23 @@ prefix/number, inbound by provider and DID), so reordering YAML entries changes 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 
 from reconciler.errors import ReconcilerError
 from reconciler.model import DesiredState, Extension, SecretRef, rev12
 
 RENDERED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
+REVISION_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,100}$")
 HEADER = "; Managed by asterisk-gitops: do not edit, changes are overwritten."
 
 
@@ -95,7 +99,19 @@ def template_context(state: DesiredState, revision: str) -> dict[str, Any]:
     }
 
 
-def _environment(templates_dir: Path, secrets: Mapping[str, str]) -> jinja2.Environment:
+@jinja2.pass_context
+def _secret_filter(context: jinja2.runtime.Context, value: str) -> str:
+    return conf_escape(_secret(value, context["secrets"]))
+
+
+@jinja2.pass_context
+def _mailbox_pin_global(context: jinja2.runtime.Context, ext: Extension) -> str:
+    return mailbox_pin(ext, context["secrets"])
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_dir: Path) -> jinja2.Environment:
+    """One environment per templates dir: compiled templates are cached (and reloaded when changed)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
         undefined=jinja2.StrictUndefined,
@@ -104,9 +120,9 @@ def _environment(templates_dir: Path, secrets: Mapping[str, str]) -> jinja2.Envi
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["secret"] = lambda value: conf_escape(_secret(value, secrets))
+    env.filters["secret"] = _secret_filter
     env.filters["conf"] = conf_escape
-    env.globals["mailbox_pin"] = lambda ext: mailbox_pin(ext, secrets)
+    env.globals["mailbox_pin"] = _mailbox_pin_global
     return env
 
 
@@ -122,8 +138,13 @@ def render(
 ) -> dict[str, str]:
     """Render `pjsip.conf`, `extensions.conf` and `voicemail.conf` from `templates_dir/<name>.j2`.
     Same arguments, same bytes. Raises `RenderFailed` for a missing or broken template."""
-    env = _environment(Path(templates_dir), secrets)
-    context = template_context(state, revision)
+    if not REVISION_RE.match(revision):
+        raise RenderFailed(
+            f"revision {revision!r} cannot be used in config files",
+            "use letters, digits and . _ : + - only (a git sha or sha256:<hex>)",
+        )
+    env = _environment(Path(templates_dir).resolve())
+    context = {**template_context(state, revision), "secrets": secrets}
     files: dict[str, str] = {}
     for name in RENDERED_FILES:
         try:

@@ -48,7 +48,8 @@ def test_a_misspelled_key_is_refused_with_a_suggestion(sample: Path) -> None:
 def test_an_unknown_top_level_key_is_refused(sample: Path) -> None:
     (sample / "extra.yaml").write_text("# extra\ntrunks: []\n")
     assert problems(sample) == [
-        "desired/extra.yaml:2: trunks: unknown key 'trunks' (allowed: pbx, providers, extensions, outbound, inbound)"
+        "desired/extra.yaml:2: trunks: unknown key 'trunks' "
+        "(allowed: pbx, providers, extensions, outbound, inbound)"
     ]
 
 
@@ -215,7 +216,8 @@ def test_an_exact_number_in_two_routes_is_refused(sample: Path) -> None:
         )
     )
     assert problems(sample) == [
-        "desired/routes.yaml:13: outbound[2].numbers[0]: number 112 is already routed by outbound[1].numbers[1]"
+        "desired/routes.yaml:13: outbound[2].numbers[0]: number 112 is already routed by "
+        "outbound[1].numbers[1]"
     ]
 
 

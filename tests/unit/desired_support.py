@@ -1,0 +1,35 @@
+"""Shared constants and helpers of the desired-state tests (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.settings import REPO_ROOT, Settings
+
+SAMPLE_DIR = REPO_ROOT / "desired"
+TEMPLATES_DIR = REPO_ROOT / "templates"
+
+# Strong fake values: never real secrets, fixed so that golden files are stable.
+FAKE_SECRETS: dict[str, str] = {
+    **{f"EXT_400{i}_PASSWORD": f"Fake-Phone-Pass-{i}x" for i in range(6)},
+    "PBX_PROVIDER_USER": "fakeuser",
+    "PBX_PROVIDER_PASSWORD": "Fake-Trunk-Pass-9z",
+}
+
+
+def fake_settings(tmp_path: Path, environ: dict[str, str] | None = None) -> Settings:
+    """Settings whose every secret source is under `tmp_path` (nothing from the real machine)."""
+    return Settings(
+        templates_dir=TEMPLATES_DIR,
+        env_file=tmp_path / "no.env",
+        secrets_dir=tmp_path / "no-secrets",
+        environ=dict(FAKE_SECRETS if environ is None else environ),
+    )
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str

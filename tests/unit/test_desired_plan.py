@@ -1,0 +1,148 @@
+"""Plans: semantic changes from parsed sections, masked diffs, reload commands, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from desired_support import FAKE_SECRETS, fake_settings
+
+from reconciler.plan import MASK, make_plan, mask, strip_revision
+from reconciler.render import Rendered, render_desired
+
+
+@pytest.fixture
+def base(sample: Path, tmp_path: Path) -> Rendered:
+    return render_desired(sample, fake_settings(tmp_path), revision="1111111111111111")
+
+
+def rerender(
+    sample: Path, tmp_path: Path, env: dict[str, str] | None = None, rev: str = "2222222222222222"
+) -> Rendered:
+    return render_desired(sample, fake_settings(tmp_path, env), revision=rev)
+
+
+def add_extension_4006(sample: Path) -> None:
+    with (sample / "extensions.yaml").open("a") as f:
+        f.write('  - number: "4006"\n    name: New Hire\n')
+        f.write("    password: ${EXT_4006_PASSWORD}\n    voicemail: true\n")
+
+
+def test_a_plan_against_its_own_render_has_no_changes(base: Rendered) -> None:
+    plan = make_plan(base.files, dict(base.files), base.secret_values)
+    assert (plan.has_changes, plan.changes, plan.diff, plan.reloads, plan.revision_only) == (
+        False,
+        [],
+        "",
+        [],
+        [],
+    )
+
+
+def test_a_new_revision_with_the_same_content_is_revision_only(
+    base: Rendered, sample: Path, tmp_path: Path
+) -> None:
+    new = rerender(sample, tmp_path)
+    plan = make_plan(new, base.files, new.secret_values)
+    assert not plan.has_changes
+    assert plan.revision_only == ["pjsip.conf", "extensions.conf", "voicemail.conf"]
+    assert plan.marker_reloads == [
+        "module reload res_pjsip.so",
+        "dialplan reload",
+        "module reload app_voicemail.so",
+    ]
+    assert (plan.new_revision, plan.live_revision) == ("2222222222222222", "1111111111111111")
+
+
+def test_adding_extension_4006_is_named_reloads_all_three_and_shows_no_secret(
+    base: Rendered, sample: Path, tmp_path: Path
+) -> None:
+    add_extension_4006(sample)
+    new = rerender(sample, tmp_path, {**FAKE_SECRETS, "EXT_4006_PASSWORD": "Fake-Phone-Pass-6x"})
+    plan = make_plan(new, base.files, new.secret_values)
+    assert plan.changes == ["extension 4006 added"]
+    assert plan.changed_files == ["pjsip.conf", "extensions.conf", "voicemail.conf"]
+    assert plan.reloads == ["module reload res_pjsip.so", "dialplan reload", "module reload app_voicemail.so"]
+    assert not plan.restart_required
+    assert "+[4006-auth]" in plan.diff
+    for value in new.secret_values:
+        assert value not in plan.diff
+    assert f"+password = {MASK}" in plan.diff
+    assert f"+4006 => {MASK},New Hire" in plan.diff
+
+
+def test_a_changed_provider_password_is_a_masked_password_change(
+    base: Rendered, sample: Path, tmp_path: Path
+) -> None:
+    new = rerender(sample, tmp_path, {**FAKE_SECRETS, "PBX_PROVIDER_PASSWORD": "Rotated-Trunk-Pass-1"})
+    plan = make_plan(new, base.files, new.secret_values | base.secret_values)
+    assert plan.changes == ["provider pbx_provider password changed"]
+    assert plan.reloads == ["module reload res_pjsip.so"]
+    assert "Rotated-Trunk-Pass-1" not in plan.diff and FAKE_SECRETS["PBX_PROVIDER_PASSWORD"] not in plan.diff
+
+
+def test_a_changed_route_is_named_and_needs_only_a_dialplan_reload(
+    base: Rendered, sample: Path, tmp_path: Path
+) -> None:
+    text = (sample / "routes.yaml").read_text().replace('prefix: "9"', 'prefix: "0"')
+    (sample / "routes.yaml").write_text(text)
+    plan = make_plan(rerender(sample, tmp_path), base.files)
+    assert plan.changes == ["route external changed"]
+    assert plan.reloads == ["dialplan reload"]
+
+
+def test_a_changed_transport_needs_a_restart(base: Rendered, sample: Path, tmp_path: Path) -> None:
+    (sample / "pbx.yaml").write_text("pbx:\n  port: 5062\n")
+    plan = make_plan(rerender(sample, tmp_path), base.files)
+    assert plan.changes == ["transport transport-udp changed (restart needed)"]
+    assert plan.restart_required
+
+
+def test_a_removed_transport_needs_a_restart(base: Rendered, sample: Path, tmp_path: Path) -> None:
+    text = (sample / "providers.yaml").read_text().replace("transport: tls", "transport: udp")
+    (sample / "providers.yaml").write_text(text)
+    plan = make_plan(rerender(sample, tmp_path), base.files)
+    assert "transport transport-tls removed (restart needed)" in plan.changes
+    assert "provider pbx_provider changed" not in plan.changes
+    assert plan.restart_required
+
+
+def test_a_removed_extension_and_a_renamed_one_are_described(
+    base: Rendered, sample: Path, tmp_path: Path
+) -> None:
+    text = (sample / "extensions.yaml").read_text()
+    text = text.replace("name: Sales", "name: Sales Team")
+    text = text[: text.index('  - number: "4005"')]
+    (sample / "extensions.yaml").write_text(text)
+    plan = make_plan(rerender(sample, tmp_path), base.files)
+    assert plan.changes == ["extension 4001 callerid, voicemail changed", "extension 4005 removed"]
+
+
+def test_a_missing_live_directory_means_everything_is_new(base: Rendered) -> None:
+    plan = make_plan(base.files, {}, base.secret_values)
+    assert plan.changed_files == ["pjsip.conf", "extensions.conf", "voicemail.conf"]
+    assert "extension 4000 added" in plan.changes and "provider pbx_provider added" in plan.changes
+    assert "transport transport-udp added" in plan.changes
+    assert plan.diff.startswith("--- /dev/null\n+++ new/pjsip.conf\n")
+    assert not plan.restart_required
+
+
+def test_a_hand_edit_of_a_live_file_is_a_change(base: Rendered) -> None:
+    live = dict(base.files)
+    live["extensions.conf"] = live["extensions.conf"].replace("Dial(PJSIP/4001,20)", "Dial(PJSIP/4001,5)")
+    plan = make_plan(base.files, live, base.secret_values)
+    assert plan.changes == ["extension 4001 dialplan changed"]
+    assert plan.reloads == ["dialplan reload"]
+
+
+def test_masking_hides_password_keys_mailbox_pins_and_any_secret_value() -> None:
+    text = "password = abc\nsecret=>zz\nclient_uri = sip:TopSecretUser@h\n4001 => 1234567890,Sales\n"
+    masked = mask(text, ["TopSecretUser", "xy"], "voicemail.conf")
+    assert masked == f"password = {MASK}\nsecret=>{MASK}\nclient_uri = sip:{MASK}@h\n4001 => {MASK},Sales\n"
+
+
+def test_strip_revision_removes_only_the_header_and_the_markers(base: Rendered) -> None:
+    stripped = strip_revision(base.files["pjsip.conf"])
+    assert "gitops-rev" not in stripped and "; revision:" not in stripped
+    assert "[4001-auth]" in stripped
+    assert "revision,1" not in strip_revision(base.files["extensions.conf"])

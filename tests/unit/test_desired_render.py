@@ -1,0 +1,181 @@
+"""Rendering the sample: golden files, PJSIP/dialplan facts, determinism, injection-safe Dial strings.
+
+Regenerate the golden files after an intended template change with
+`UPDATE_GOLDEN=1 pytest tests/unit/test_desired_render.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from desired_support import FAKE_SECRETS, SAMPLE_DIR, TEMPLATES_DIR, fake_settings
+
+from reconciler.confparse import parse_conf
+from reconciler.load import load_desired
+from reconciler.render import HEADER, RENDERED_FILES, mailbox_pin, render, render_desired
+from reconciler.settings import REPO_ROOT
+
+GOLDEN_DIR = REPO_ROOT / "tests" / "fixtures" / "render"
+GOLDEN_REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, str]:
+    state = load_desired(SAMPLE_DIR).state
+    return render(state, FAKE_SECRETS, GOLDEN_REVISION, TEMPLATES_DIR)
+
+
+@pytest.mark.parametrize("name", RENDERED_FILES)
+def test_the_sample_renders_exactly_like_its_golden_file(files: dict[str, str], name: str) -> None:
+    golden = GOLDEN_DIR / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(files[name], encoding="utf-8")
+    assert files[name] == golden.read_text(encoding="utf-8")
+
+
+def test_only_the_three_pjsip_era_files_are_rendered_and_never_sip_conf(files: dict[str, str]) -> None:
+    assert sorted(files) == ["extensions.conf", "pjsip.conf", "voicemail.conf"]
+    assert "chan_sip" not in "".join(files.values())
+
+
+def test_every_file_starts_with_the_managed_header_and_the_revision(files: dict[str, str]) -> None:
+    for text in files.values():
+        assert text.splitlines()[:2] == [HEADER, f"; revision: {GOLDEN_REVISION}"]
+
+
+def test_pjsip_has_endpoint_auth_and_aor_for_each_extension_4000_to_4005(files: dict[str, str]) -> None:
+    sections = {(s.name, s.type) for s in parse_conf(files["pjsip.conf"])}
+    for number in ("4000", "4001", "4002", "4003", "4004", "4005"):
+        assert {(number, "endpoint"), (f"{number}-auth", "auth"), (number, "aor")} <= sections
+
+
+def test_pjsip_registers_with_the_provider_over_tls(files: dict[str, str]) -> None:
+    by_name = {(s.name, s.type): s for s in parse_conf(files["pjsip.conf"])}
+    reg = by_name[("pbx_provider-reg", "registration")]
+    assert reg.get("server_uri") == "sip:pbxonthecloud.com:5061;transport=tls"
+    assert reg.get("client_uri") == "sip:fakeuser@pbxonthecloud.com:5061;transport=tls"
+    assert reg.get("outbound_auth") == "pbx_provider-auth"
+    tls = by_name[("transport-tls", "transport")]
+    assert (tls.get("method"), tls.get("verify_server")) == ("tlsv1_2", "yes")
+    assert by_name[("pbx_provider-identify", "identify")].get_all("match") == ["pbxonthecloud.com:5061"]
+    assert by_name[("pbx_provider", "endpoint")].get("context") == "from-pbx_provider"
+
+
+def test_the_pjsip_revision_marker_is_an_aor_without_contacts(files: dict[str, str]) -> None:
+    [marker] = [s for s in parse_conf(files["pjsip.conf"]) if s.name.startswith("gitops-rev-")]
+    assert marker.name == "gitops-rev-0123456789ab"
+    assert (marker.type, marker.get("max_contacts")) == ("aor", "0")
+
+
+def _internal_lines(files: dict[str, str]) -> list[str]:
+    [internal] = [s for s in parse_conf(files["extensions.conf"]) if s.name == "internal"]
+    return [f"{k} => {v}" for k, v in internal.options]
+
+
+def test_the_dialplan_sends_9_plus_number_out_with_the_9_stripped(files: dict[str, str]) -> None:
+    lines = _internal_lines(files)
+    start = lines.index(next(line for line in lines if line.startswith("exten => _9X.,1,")))
+    route = lines[start : start + 6]
+    assert route[1] == "same => n,Set(NUM=${FILTER(0123456789,${EXTEN:1})})"
+    assert route[2] == "same => n,GotoIf($[${LEN(${NUM})} != ${LEN(${EXTEN:1})}]?reject)"
+    assert route[3] == "same => n,Dial(PJSIP/${NUM}@pbx_provider,60)"
+
+
+def test_emergency_numbers_come_first_as_exact_extensions_dialled_as_is(files: dict[str, str]) -> None:
+    lines = _internal_lines(files)
+    assert lines[0].startswith("exten => 112,1,")
+    assert "same => n,Dial(PJSIP/911@pbx_provider,60)" in lines
+    first_911 = lines.index(next(line for line in lines if line.startswith("exten => 911,1,")))
+    first_pattern = lines.index(next(line for line in lines if line.startswith("exten => _")))
+    assert first_911 < first_pattern
+
+
+def test_every_extension_line_carries_priority_1_explicitly(files: dict[str, str]) -> None:
+    for line in files["extensions.conf"].splitlines():
+        if line.startswith("exten"):
+            assert re.match(r"^exten => [^,]+,1,\w+\(", line), line
+
+
+def test_dial_strings_contain_only_validated_numbers_names_or_the_filtered_variable(
+    files: dict[str, str],
+) -> None:
+    code = "\n".join(line for line in files["extensions.conf"].splitlines() if not line.startswith(";"))
+    dials = re.findall(r"Dial\(([^)]*)\)", code)
+    assert dials
+    for target in dials:
+        assert re.fullmatch(r"PJSIP/(\d+|\$\{NUM\})(@[a-z][a-z0-9_]*)?,\d+", target), target
+
+
+def test_unknown_numbers_from_the_provider_are_refused(files: dict[str, str]) -> None:
+    [ctx] = [s for s in parse_conf(files["extensions.conf"]) if s.name == "from-pbx_provider"]
+    values = [v for _, v in ctx.options]
+    assert "+34910000000,1,NoOp(inbound pbx_provider +34910000000: ${CALLERID(num)} -> 4000)" in values
+    assert "n,Goto(internal,4000,1)" in values
+    assert values[-1] == "n,Hangup(21)"
+
+
+def test_the_dialplan_revision_marker_is_in_gitops_meta(files: dict[str, str]) -> None:
+    [meta] = [s for s in parse_conf(files["extensions.conf"]) if s.name == "gitops-meta"]
+    assert meta.options == [("exten", "revision,1,NoOp(0123456789ab)")]
+
+
+def test_mailboxes_without_a_pin_get_a_ten_digit_pin_derived_from_the_password(files: dict[str, str]) -> None:
+    [default] = [s for s in parse_conf(files["voicemail.conf"]) if s.name == "default"]
+    pins = {k: v.split(",")[0] for k, v in default.options}
+    assert sorted(pins) == ["4000", "4001", "4002", "4003", "4004", "4005"]
+    assert all(re.fullmatch(r"\d{10}", pin) for pin in pins.values())
+    assert len(set(pins.values())) == 6
+    ext = load_desired(SAMPLE_DIR).state.extensions[1]
+    assert pins["4001"] == mailbox_pin(ext, FAKE_SECRETS)
+    assert mailbox_pin(ext, {**FAKE_SECRETS, "EXT_4001_PASSWORD": "Another-Pass-77"}) != pins["4001"]
+
+
+def test_a_semicolon_in_a_secret_is_escaped_so_asterisk_does_not_cut_it(tmp_path: Path) -> None:
+    secrets = {**FAKE_SECRETS, "EXT_4001_PASSWORD": "Semi;colon-Pass1"}
+    files = render(load_desired(SAMPLE_DIR).state, secrets, GOLDEN_REVISION, TEMPLATES_DIR)
+    assert "password = Semi\\;colon-Pass1" in files["pjsip.conf"]
+    [auth] = [s for s in parse_conf(files["pjsip.conf"]) if s.name == "4001-auth"]
+    assert auth.get("password") == "Semi;colon-Pass1"
+
+
+def test_render_desired_twice_gives_identical_files_and_the_values_to_mask(
+    sample: Path, tmp_path: Path
+) -> None:
+    first = render_desired(sample, fake_settings(tmp_path))
+    second = render_desired(sample, fake_settings(tmp_path))
+    assert first.files == second.files
+    assert first.revision.startswith("sha256:") and first.revision == second.revision
+    assert set(FAKE_SECRETS.values()) <= first.secret_values
+    assert len(first.secret_values) == len(FAKE_SECRETS) + 6  # plus the six derived mailbox PINs
+
+
+def test_reordering_yaml_entries_changes_nothing_rendered(sample: Path, tmp_path: Path) -> None:
+    before = render_desired(sample, fake_settings(tmp_path), revision="r1").files
+    text = (sample / "extensions.yaml").read_text()
+    head, *blocks = text.split("  - number:")
+    (sample / "extensions.yaml").write_text(head + "".join("  - number:" + b for b in reversed(blocks)))
+    after = render_desired(sample, fake_settings(tmp_path), revision="r1").files
+    assert after == before
+
+
+def test_a_tcp_provider_gets_a_tcp_transport_and_a_lan_pbx_binds_everywhere(
+    sample: Path, tmp_path: Path
+) -> None:
+    (sample / "pbx.yaml").write_text(
+        "pbx:\n  bind: 0.0.0.0\n  media_address: 192.0.2.10\n  external_address: 203.0.113.7\n"
+        "  local_net: [192.0.2.0/24]\n"
+    )
+    text = (sample / "providers.yaml").read_text().replace("transport: tls", "transport: tcp")
+    (sample / "providers.yaml").write_text(text.replace("port: 5061", "port: 5060"))
+    pjsip = render_desired(sample, fake_settings(tmp_path), revision="r1").files["pjsip.conf"]
+    names = [s.name for s in parse_conf(pjsip) if s.type == "transport"]
+    assert names == ["transport-udp", "transport-tcp"]
+    [udp] = [s for s in parse_conf(pjsip) if s.name == "transport-udp"]
+    assert udp.get("bind") == "0.0.0.0:5060"
+    assert udp.get("external_media_address") == "203.0.113.7"
+    assert udp.get_all("local_net") == ["192.0.2.0/24"]
+    assert "media_address = 192.0.2.10" in pjsip
