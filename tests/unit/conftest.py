@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from desired_support import FAKE_SECRETS, SAMPLE_DIR, CliResult
 from typer.testing import CliRunner
 
 from reconciler.cli import app
 from reconciler.errors import ReconcilerError
+from tests.unit.desired_support import FAKE_SECRETS, SAMPLE_DIR, CliResult
 
 
 @pytest.fixture

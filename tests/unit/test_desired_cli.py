@@ -9,9 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from desired_support import FAKE_SECRETS, CliResult
-
 from reconciler.settings import REPO_ROOT
+from tests.unit.desired_support import FAKE_SECRETS, CliResult
 
 Cli = Callable[..., CliResult]
 

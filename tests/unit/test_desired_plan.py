@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from desired_support import FAKE_SECRETS, fake_settings
 
 from reconciler.plan import MASK, make_plan, mask, strip_revision
 from reconciler.render import Rendered, render_desired
+from tests.unit.desired_support import FAKE_SECRETS, fake_settings
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
-from desired_support import FAKE_SECRETS, SAMPLE_DIR, TEMPLATES_DIR, fake_settings
 
 from reconciler.confparse import parse_conf
 from reconciler.load import load_desired
 from reconciler.render import HEADER, RENDERED_FILES, mailbox_pin, render, render_desired
 from reconciler.settings import REPO_ROOT
+from tests.unit.desired_support import FAKE_SECRETS, SAMPLE_DIR, TEMPLATES_DIR, fake_settings
 
 GOLDEN_DIR = REPO_ROOT / "tests" / "fixtures" / "render"
 GOLDEN_REVISION = "0123456789abcdef0123456789abcdef01234567"

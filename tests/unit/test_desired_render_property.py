@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from desired_support import TEMPLATES_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from reconciler.model import (
 )
 from reconciler.plan import make_plan
 from reconciler.render import render
+from tests.unit.desired_support import TEMPLATES_DIR
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
 DISPLAY = st.from_regex(r"[A-Za-z][A-Za-z0-9 .'-]{0,15}", fullmatch=True).map(str.strip).filter(bool)

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import git
-from desired_support import SAMPLE_DIR
 
 from reconciler.revision import content_hash, revision_of
+from tests.unit.desired_support import SAMPLE_DIR
 
 
 def make_repo(tmp_path: Path) -> tuple[git.Repo, Path]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from desired_support import FAKE_SECRETS, fake_settings
 
 from reconciler.errors import ValidationFailed
 from reconciler.load import load_desired
 from reconciler.secrets import read_env_file, resolve_secrets
 from reconciler.settings import Settings
+from tests.unit.desired_support import FAKE_SECRETS, fake_settings
 
 
 def refused(sample: Path, settings: Settings) -> list[str]:
