@@ -30,6 +30,8 @@ MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
 BARRIER_COMMAND = "module reload udptl"
 LOG_BARRIER = "Reloading module 'udptl'"
 LOG_FLUSH_TIMEOUT_S = 3.0
+# Files up to this size (together) are written by the exec's own script instead of an upload.
+INLINE_LIMIT_BYTES = 48 * 1024
 
 
 class AsteriskCommandFailed(ReconcilerError):
@@ -310,6 +312,30 @@ class AsteriskClient:
         parts.append(f"rmdir {t}")
         return " && ".join(parts) + " && echo swapped"
 
+    def _stage_and_swap_step(self, files: dict[str, str], remove: Iterable[str] = ()) -> str:
+        """Shell that puts `files` into a temp subdir of the managed dir and renames each into place.
+
+        Small files travel inside the exec's script itself (`printf` is a shell builtin, so only
+        the script's own argv limit of 128 KiB applies); larger ones are uploaded first with
+        `put_archive`, which costs one more Docker API call (~70-160 ms here).
+        """
+        for name in [*files, *remove]:
+            if not MANAGED_NAMES.match(name):
+                raise ValueError(f"not a managed file name: {name!r}")
+        if not files:
+            names = " ".join(shlex.quote(posixpath.join(self.managed_dir, n)) for n in remove)
+            return f"rm -f {names} && echo swapped" if names else "echo swapped"
+        if sum(len(text.encode("utf-8")) for text in files.values()) <= INLINE_LIMIT_BYTES:
+            tmp = posixpath.join(self.managed_dir, f".gitops-tmp-{_random.token_hex(6)}")
+            t = shlex.quote(tmp)
+            writes = [f"mkdir -m 0750 {t}"]
+            writes += [
+                f"printf %s {shlex.quote(text)} > {t}/{shlex.quote(name)}"
+                for name, text in sorted(files.items())
+            ]
+            return " && ".join(writes) + " && " + self._swap_step(tmp, files, remove)
+        return self._swap_step(self._put_tmp(files), files, remove)
+
     def write_managed(self, files: dict[str, str], remove: Iterable[str] = ()) -> None:
         """Write `files` into the managed dir atomically, each by rename(2) over the old one.
 
@@ -317,16 +343,7 @@ class AsteriskClient:
         filesystem first. `remove` names files to delete in the same step.
         """
         remove = [n for n in remove if n not in files]
-        for name in remove:
-            if not MANAGED_NAMES.match(name):
-                raise ValueError(f"not a managed file name: {name!r}")
-        if files:
-            tmp = self._put_tmp(files)
-            step = self._swap_step(tmp, files, remove)
-        else:
-            step = " && ".join(f"rm -f {shlex.quote(posixpath.join(self.managed_dir, n))}" for n in remove)
-            step = (step or "true") + " && echo swapped"
-        out = self.run_steps([step]).outputs[0]
+        out = self.run_steps([self._stage_and_swap_step(files, remove)]).outputs[0]
         if "swapped" not in out:
             raise AsteriskCommandFailed(
                 f"moving the new files into {self.managed_dir} failed: {out.strip()}",
@@ -351,7 +368,7 @@ class AsteriskClient:
     ) -> ReloadResult:
         """Swap in `files` (if any), run the reload `commands` (or restart Asterisk gracefully),
         collect the log lines they produced, then run the `queries` — all in ONE exec (plus one
-        upload for the files).
+        upload when the files are larger than INLINE_LIMIT_BYTES).
 
         Log lines are complete: after the reloads the script asks Asterisk to log a barrier line
         and waits (bounded by LOG_FLUSH_TIMEOUT_S) until it is in the file.
@@ -359,12 +376,8 @@ class AsteriskClient:
         remove = [n for n in remove if not files or n not in files]
         log = shlex.quote(self.log_path)
         steps: list[str] = []
-        if files:
-            tmp = self._put_tmp(files)
-            steps.append(self._swap_step(tmp, files, remove))
-        elif remove:
-            names = " ".join(shlex.quote(posixpath.join(self.managed_dir, n)) for n in remove)
-            steps.append(f"rm -f {names} && echo swapped")
+        if files or remove:
+            steps.append(self._stage_and_swap_step(files or {}, remove))
         steps.append(f"OFF=$(stat -c %s {log} 2>/dev/null || echo 0); echo $OFF")
         if restart:
             steps.append(self._restart_script(restart_timeout_s))

@@ -242,3 +242,24 @@ def test_transport_port_change_restarts_asterisk_and_binds_the_new_port(pbx: Pbx
         back = pbx.apply()
         assert back.unchanged or back.restarted
         ports.release_port(new_port)
+
+
+@pytest.mark.parametrize("size", ["small (inline in the exec)", "large (uploaded)"])
+def test_managed_files_arrive_byte_for_byte_and_readable_by_asterisk(pbx: Pbx, size: str) -> None:
+    tricky = '; it\'s 100% "quoted" \\ back\\slash $HOME `id` \\n\ttab ünïcode\nno newline at the end'
+    text = tricky if size.startswith("small") else (tricky + "\n") * 2000
+    uploads = pbx.client.transfer_count
+    pbx.client.write_managed({"zz-test.conf": text})
+    assert pbx.client.transfer_count - uploads == (0 if size.startswith("small") else 1)
+    try:
+        assert pbx.client.read_managed()["zz-test.conf"] == text
+        code, out = pbx.container.exec(
+            f"cat {MANAGED_DIR}/zz-test.conf > /dev/null && echo readable", user="asterisk"
+        )
+        assert code == 0 and "readable" in out
+        entries = pbx.container.exec(f"ls -A {MANAGED_DIR}")[1].split()
+        assert "zz-test.conf" in entries
+        assert not [e for e in entries if e.startswith(".")]  # no temp directory left behind
+    finally:
+        pbx.client.remove_managed(["zz-test.conf"])
+    assert "zz-test.conf" not in pbx.client.read_managed()
