@@ -301,7 +301,9 @@ def check_dns(target: SipTarget) -> tuple[Step, tuple | None]:
             "check the provider's host name for typos, and that this machine's DNS resolver works "
             "(try `getent hosts " + target.host + "`)",
         ), None
-    addresses = sorted({info[4][0] for info in infos})
+    # IPv4 first: the PBX's transports bind IPv4 addresses, so Asterisk would use those too.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
     return Step("DNS", Verdict.PASS, f"{target.host} → {', '.join(addresses)}"), infos[0][4]
 
 
@@ -316,7 +318,8 @@ def check_connect(target: SipTarget, address: tuple, timeout: float) -> tuple[St
             Verdict.FAIL,
             f"TLS certificate of {target.host} not accepted: {exc.verify_message or exc.reason}",
             "the provider's certificate is expired, self-signed or issued for another name: use the exact "
-            "host name the certificate names, or ask the provider for a valid certificate",
+            "host name the certificate names, or ask the provider for a valid certificate (a private CA: "
+            "pass it with --ca-file)",
         ), None
     except ssl.SSLError as exc:
         return Step(
