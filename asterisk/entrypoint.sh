@@ -26,6 +26,23 @@ chmod 0640 /etc/asterisk/rtp.conf
 chown asterisk:asterisk /etc/asterisk/managed /var/log/asterisk /var/spool/asterisk
 mkdir -p /var/run/asterisk && chown asterisk:asterisk /var/run/asterisk
 
+# /etc/asterisk/{pjsip,extensions,voicemail}.conf are symlinks into the managed dir. Until the
+# reconciler writes the real files, empty ones let Asterisk boot with no endpoints and no dialplan
+# (pbx_config would decline to load without extensions.conf and never come back on reload).
+placeholder() {
+    [ -e "/etc/asterisk/managed/$1" ] && return 0
+    printf '; No configuration applied yet: the reconciler replaces this file.\n%s' "$2" \
+        > "/etc/asterisk/managed/$1"
+    chown asterisk:asterisk "/etc/asterisk/managed/$1"
+}
+placeholder pjsip.conf ""
+placeholder extensions.conf "[general]
+static = yes
+writeprotect = yes
+"
+placeholder voicemail.conf "[general]
+"
+
 if [ "$#" -gt 0 ]; then
     exec "$@"
 fi
