@@ -114,7 +114,7 @@ def _message(error: Mapping[str, Any]) -> str:
         return msg.replace("Input should be", "must be")
     if kind == "string_pattern_mismatch":
         pattern = (error.get("ctx") or {}).get("pattern", "")
-        return f"{error.get('input')!r} does not match {pattern}"
+        return f"{error.get('input')!r} {model.PATTERN_HELP.get(pattern, f'does not match {pattern}')}"
     return msg.replace("Input should be", "should be")
 
 

@@ -35,6 +35,19 @@ ROUTE_NAME_RE = r"^[a-z][a-z0-9_-]*$"
 HOST_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
+DIGITS_RE = r"^[0-9]{1,15}$"
+DISPLAY_NAME_RE = r"^[\w][\w .'()-]*$"
+DID_RE = r"^\+?[0-9]{1,20}$"
+EMAIL_RE = r"^[^@\s,|;]+@[^@\s,|;]+\.[^@\s,|;]+$"
+# What a pattern means, for error messages (the regex itself helps few people).
+PATTERN_HELP = {
+    NAME_RE: "must be lower case letters, digits and _, starting with a letter",
+    ROUTE_NAME_RE: "must be lower case letters, digits, _ and -, starting with a letter",
+    DIGITS_RE: "must be digits only (1-15)",
+    DISPLAY_NAME_RE: "may contain only letters, digits, space and . ' ( ) - _",
+    DID_RE: "must be digits, optionally after a +",
+    EMAIL_RE: "is not an email address",
+}
 Codec = Literal["ulaw", "alaw", "g722", "g729", "gsm", "ilbc", "opus", "speex", "slin", "h264", "vp8"]
 
 
@@ -108,8 +121,8 @@ def _digits(value: Any) -> Any:
 Digits = Annotated[
     str,
     BeforeValidator(_digits),
-    Field(pattern=r"^[0-9]{1,15}$", description="Digits only, quoted."),
-    WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,15}$"}),
+    Field(pattern=DIGITS_RE, description="Digits only, quoted."),
+    WithJsonSchema({"type": "string", "pattern": DIGITS_RE}),
 ]
 Port = Annotated[int, Field(ge=1, le=65535, description="A port number, 1-65535.")]
 
@@ -210,9 +223,7 @@ with warnings.catch_warnings():
         )
         from_user: MaybeSecret | None = Field(None, description="User part of From (default: username).")
         from_domain: Host | None = Field(None, description="Domain of From (default: host).")
-        caller_id: str | None = Field(
-            None, pattern=r"^\+?[0-9]{1,20}$", description="Outbound caller ID number."
-        )
+        caller_id: str | None = Field(None, pattern=DID_RE, description="Outbound caller ID number.")
         codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
         expiration: int = Field(3600, ge=60, le=86400, description="Registration expiry in seconds.")
 
@@ -235,9 +246,7 @@ class Voicemail(_Model):
     pin: Secret | None = Field(
         None, description="Mailbox PIN as a ${NAME} reference (digits). Without it, see README (PIN policy)."
     )
-    email: str | None = Field(
-        None, pattern=r"^[^@\s,|;]+@[^@\s,|;]+\.[^@\s,|;]+$", description="Notify address."
-    )
+    email: str | None = Field(None, pattern=EMAIL_RE, description="Notify address.")
 
 
 class Extension(_Model):
@@ -245,7 +254,7 @@ class Extension(_Model):
 
     number: Digits = Field(description="Extension number: digits only, quoted, unique.")
     name: str = Field(
-        pattern=r"^[\w][\w .'()-]*$",
+        pattern=DISPLAY_NAME_RE,
         max_length=40,
         description="Display name (letters, digits, space and . ' ( ) - _).",
     )
@@ -292,7 +301,7 @@ class InboundRoute(_Model):
     """Calls from a provider to a DID, sent to an extension."""
 
     provider: str = Field(description="Name of the provider the call comes from.")
-    did: str = Field(pattern=r"^\+?[0-9]{1,20}$", description="Called number as the provider sends it.")
+    did: str = Field(pattern=DID_RE, description="Called number as the provider sends it.")
     to: Digits = Field(description="Extension number that rings.")
 
 

@@ -43,15 +43,16 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def lookup(name: str, settings: Settings, env_file: dict[str, str] | None = None) -> str | None:
-    """The value of secret `name`, or None when no source has it."""
-    if name in settings.environ:
+    """The value of secret `name`, or None when no source has a non-empty one."""
+    # An empty value (`NAME=` copied from .env.example) counts as not set: look further.
+    if settings.environ.get(name):
         return settings.environ[name]
     file_values = read_env_file(settings.env_file) if env_file is None else env_file
-    if name in file_values:
+    if file_values.get(name):
         return file_values[name]
     candidate = settings.secrets_dir / name
     try:
-        return candidate.read_text(encoding="utf-8").rstrip("\r\n")
+        return candidate.read_text(encoding="utf-8").rstrip("\r\n") or None
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
         return None
 

@@ -110,6 +110,15 @@ def test_a_configured_voicemail_pin_must_be_six_digits_and_not_a_run(sample: Pat
     assert values["VM_4000_PIN"] == "730291"
 
 
+def test_an_empty_value_copied_from_env_example_counts_as_not_set(sample: Path, tmp_path: Path) -> None:
+    env_file = tmp_path / "copied.env"
+    env_file.write_text("EXT_4001_PASSWORD=\n")
+    env = {k: v for k, v in FAKE_SECRETS.items() if k != "EXT_4001_PASSWORD"}
+    settings = Settings(env_file=env_file, secrets_dir=tmp_path / "none", environ=env)
+    [problem] = refused(sample, settings)
+    assert "secret EXT_4001_PASSWORD is not set" in problem
+
+
 def test_read_env_file_ignores_comments_and_lines_without_equals(tmp_path: Path) -> None:
     path = tmp_path / "x.env"
     path.write_text("# A=1\nB = 2 \nnot a pair\nC=a=b\n")

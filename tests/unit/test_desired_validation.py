@@ -69,7 +69,7 @@ def test_an_unquoted_extension_number_asks_for_quotes(sample: Path) -> None:
 def test_an_extension_number_must_be_digits_only(sample: Path) -> None:
     edit(sample, "extensions.yaml", 'number: "4002"', 'number: "40a2"')
     assert problems(sample) == [
-        "desired/extensions.yaml:11: extensions[2].number: '40a2' does not match ^[0-9]{1,15}$"
+        "desired/extensions.yaml:11: extensions[2].number: '40a2' must be digits only (1-15)"
     ]
 
 
@@ -266,6 +266,20 @@ def test_every_problem_is_reported_at_once_across_files(sample: Path) -> None:
         "desired/providers.yaml:6",
         "desired/routes.yaml:16",
     ]
+
+
+def test_a_provider_name_must_be_a_valid_endpoint_name(sample: Path) -> None:
+    edit(sample, "providers.yaml", "name: pbx_provider", "name: Pbx-Provider")
+    found = problems(sample)
+    assert found[0] == (
+        "desired/providers.yaml:3: providers[0].name: 'Pbx-Provider' must be lower case letters, digits "
+        "and _, starting with a letter"
+    )
+    # the routes still name pbx_provider, which no longer exists
+    assert (
+        found[1]
+        == "desired/routes.yaml:8: outbound[0].provider: no provider named 'pbx_provider' (known: Pbx-Provider)"
+    )
 
 
 def test_an_empty_file_is_allowed(sample: Path) -> None:
