@@ -137,6 +137,32 @@ def test_apply_without_changes_reloads_nothing(pbx: Pbx) -> None:
     assert "Reloading module" not in pbx.log_since(offset)
 
 
+def test_a_new_revision_with_the_same_content_is_recorded_without_a_reload(pbx: Pbx) -> None:
+    pbx.baseline()
+    offset = pbx.log_size()
+
+    first = apply_desired(pbx.settings, pbx.client, pbx.desired, revision="a" * 40, subject="one")
+    second = apply_desired(pbx.settings, pbx.client, pbx.desired, revision="b" * 40, subject="two")
+
+    assert first.unchanged and second.unchanged and second.recorded
+    assert first.reloads == second.reloads == ()
+    live = read_live_state(pbx.client)
+    assert live is not None and (live.revision, live.subject) == ("b" * 40, "two")
+    assert reloads_in(pbx.log_since(offset)) == []
+
+
+def test_a_marker_lost_at_run_time_makes_the_next_apply_reload_the_files(pbx: Pbx) -> None:
+    pbx.baseline()
+    pbx.container.cli("dialplan remove extension revision@gitops-meta")
+
+    result = pbx.apply()
+
+    assert not result.unchanged
+    assert "dialplan reload" in result.reloads
+    assert all(check.ok for check in result.checks), result.checks
+    assert "NoOp(" in pbx.container.cli("dialplan show revision@gitops-meta")
+
+
 def test_changing_one_extension_reloads_only_res_pjsip(pbx: Pbx) -> None:
     before = pbx.baseline()
     edit = {"extensions.yaml": ("name: Extension 4003\n", "name: Extension 4003\n    codecs: [alaw]\n")}
