@@ -20,6 +20,7 @@ import jinja2.runtime
 
 from reconciler.errors import ReconcilerError
 from reconciler.model import DesiredState, Extension, SecretRef, rev12
+from reconciler.settings import Settings
 
 RENDERED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
 REVISION_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,100}$")
@@ -169,7 +170,7 @@ def secret_values(state: DesiredState, secrets: Mapping[str, str]) -> frozenset[
     return frozenset(v for v in values if v)
 
 
-def render_desired(desired_dir: Path, settings: Any, revision: str | None = None) -> Rendered:
+def render_desired(desired_dir: Path, settings: Settings, revision: str | None = None) -> Rendered:
     """load → resolve secrets → render for `desired_dir`, with `settings.templates_dir`.
     The revision defaults to `revision.revision_of(desired_dir)`. Raises `ValidationFailed` for an
     invalid state or missing/weak secrets, `RenderFailed` for a broken template."""
