@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.harness import sipp
-from tests.harness.containers import PbxStack
+from tests.harness.containers import PbxStack, poll
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +63,16 @@ def test_a_number_without_a_route_is_not_sent_to_the_provider(provider_inbox: Pb
 
     assert not result.answered, result.describe()
     assert stack.provider.wait_received(1, timeout_s=1) == []
+
+
+def test_a_call_from_the_provider_to_the_did_rings_the_extension_of_the_inbound_route(
+    live_pbx: PbxStack,
+) -> None:
+    port = live_pbx.pbx.sip_port
+    assert live_pbx.pbx.wait_registered("fake_provider", timeout_s=20)
+    with sipp.answering_phone("4000", live_pbx.password("4000"), port) as phone:
+        # the provider calls the DID on the PBX's registered contact, as a real provider would
+        live_pbx.provider.cli("channel originate PJSIP/+34910000000@pbxtrunk application Wait 2")
+
+        assert phone.wait_answered(1, timeout_s=15), live_pbx.pbx.log_tail(30)
+        assert poll(lambda: phone.hung_up_calls() == phone.answered_calls(), timeout_s=15)
