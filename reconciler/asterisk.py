@@ -234,11 +234,24 @@ class AsteriskClient:
             outputs[1:]
         )
 
-    def read_managed_with_markers(self) -> tuple[dict[str, str], LiveMarkers]:
+    def _boot_wait_step(self, timeout_s: float) -> str:
+        """Shell that waits (bounded) until Asterisk is fully booted; ~8 ms when it already is.
+
+        Right after `docker start` or a restart the control socket does not exist yet for
+        ~0.5 s (longer with a big config): waiting here beats failing with "unavailable".
+        """
+        tries = max(1, int(timeout_s / 0.1))
+        return (
+            f"i=0; until {_rx('core waitfullybooted')} | grep -q 'fully booted'; do "
+            f"i=$((i+1)); [ $i -ge {tries} ] && break; sleep 0.1; done; true"
+        )
+
+    def read_managed_with_markers(self, boot_timeout_s: float = 15.0) -> tuple[dict[str, str], LiveMarkers]:
         """The managed files, and which revision markers Asterisk has live, in ONE exec.
 
         The PJSIP marker is looked up under the name the live `pjsip.conf` declares
         (`[gitops-rev-<rev12>]`), so this answers "is Asterisk running the files on disk?".
+        Waits up to `boot_timeout_s` for an Asterisk that is still booting.
         """
         file_sep = f"--8<-- file-{_random.token_hex(8)} --8<--"
         pjsip = shlex.quote(posixpath.join(self.managed_dir, "pjsip.conf"))
@@ -247,11 +260,12 @@ class AsteriskClient:
             'echo "$R"; if [ -n "$R" ]; then asterisk -rx "pjsip show aor gitops-rev-$R" 2>&1; fi'
         )
         steps = [
+            self._boot_wait_step(boot_timeout_s),
             f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step()}",
             marker_step,
             _rx("dialplan show revision@gitops-meta"),
         ]
-        outputs = self.run_steps(steps).outputs
+        outputs = self.run_steps(steps).outputs[1:]
         files = self._parse_files(outputs[0], file_sep)
         declared, _, aor_out = outputs[1].partition("\n")
         declared = declared.strip()
