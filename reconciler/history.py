@@ -90,6 +90,9 @@ class LoopState(BaseModel):
     last_uptime_s: float | None = None
     last_applied_revision: str | None = None
     last_applied_subject: str | None = None
+    # The head of the followed branch/dir at the last fetch (what "pending" compares with live).
+    head_revision: str | None = None
+    head_subject: str | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> LoopState:

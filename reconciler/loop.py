@@ -197,6 +197,12 @@ class Reconciler:
         attempt.stage = "fetch"
         snap = self.source.snapshot()
         attempt.snapshot, attempt.revision, attempt.subject = snap, snap.revision, snap.subject
+        if (state.head_revision, state.head_subject) != (snap.revision, snap.subject):
+
+            def new_head(s: LoopState) -> None:
+                s.head_revision, s.head_subject = snap.revision, snap.subject
+
+            state = history.update_state(self.settings, new_head)
 
         attempt.stage = "live"
         # ONE exec: the managed files, state.json and the revision markers Asterisk has live.

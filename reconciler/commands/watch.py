@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ def watch(
     _configure_logging()
     log = logging.getLogger("reconciler.watch")
     settings = _settings(container, env_file, state_dir)
+    if directory is not None:
+        # `status` (and /api/status) compare this directory's revision with the live one.
+        settings = replace(settings, desired_dir=directory)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
 
     source: Source

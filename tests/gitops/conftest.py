@@ -10,6 +10,7 @@ import os
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -172,11 +173,18 @@ def _require_docker() -> None:
         pytest.skip(f"image {containers.IMAGE} is not built")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """PBX + provider containers, a bare remote holding their desired state, `watch` following it."""
+@contextlib.contextmanager
+def running_stack(
+    tmp: Path,
+    source_args: Callable[[PbxContainer, ProviderContainer], list[str]],
+    interval_s: float = INTERVAL_S,
+) -> Iterator[Stack]:
+    """PBX + provider containers and `reconciler watch <source_args>` following their desired state.
+
+    `source_args(pbx, provider)` prepares the source (a remote, a directory) and returns its
+    `watch` options; it runs after the containers started, so it can write their ports into YAML.
+    """
     _require_docker()
-    tmp = tmp_path_factory.mktemp("gitops")
     secrets = containers.make_secrets(EXTENSIONS)
     pbx = PbxContainer("pbx", name_prefix=NAME_PREFIX)
     provider = ProviderContainer(pbx.sip_port, secrets["PROVIDER_PASSWORD"], name_prefix=NAME_PREFIX)
@@ -185,51 +193,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         provider.start()
         pbx.start()
-
-        bare, work = tmp / "remote.git", tmp / "work"
-        git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp)
-        git("init", "-q", "-b", "main", str(work), cwd=tmp)
-        git("config", "user.email", "admin@example.invalid", cwd=work)
-        git("config", "user.name", "PBX Admin", cwd=work)
-        git("remote", "add", "origin", str(bare), cwd=work)
-        containers.write_desired_dir(work / "desired", pbx, provider)
-        remote = Remote(bare, work)
-        remote.commit_and_push("Initial phone system: 4000-4005 and the provider")
-
+        args = source_args(pbx, provider)
         state_dir = tmp / "state"
         log_path = tmp / "watch.log"
-        env = {
-            **os.environ,
-            **secrets,
-            "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = {**os.environ, **secrets, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET, "PYTHONUNBUFFERED": "1"}
         # The watcher runs from an empty directory: no .env or desired/ of the checkout leaks in.
         run_dir = tmp / "run"
         run_dir.mkdir()
-        log_fh = log_path.open("wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "reconciler", "watch",
-                "--repo", str(bare), "--branch", "main", "--path", "desired",
-                "--container", pbx.name,
-                "--interval", str(INTERVAL_S),
-                "--http", f"127.0.0.1:{http_port}",
-                "--state-dir", str(state_dir),
-                "--env-file", str(run_dir / "none.env"),
-            ],
-            cwd=run_dir,
-            env=env,
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log_fh.close()
+        with log_path.open("wb") as log_fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "reconciler", "watch", *args,
+                    "--container", pbx.name,
+                    "--interval", str(interval_s),
+                    "--http", f"127.0.0.1:{http_port}",
+                    "--state-dir", str(state_dir),
+                    "--env-file", str(run_dir / "none.env"),
+                ],
+                cwd=run_dir,
+                env=env,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
         watcher = Watcher(proc, log_path, state_dir, http_port)
         watcher.wait_for(lambda line: line["result"] == "applied", timeout_s=60)
-        stack = Stack(pbx, provider, remote, watcher, secrets)
+        stack = Stack(pbx, provider, Remote(tmp / "remote.git", tmp / "work"), watcher, secrets)
         yield stack
         if stack.measurements:
-            print("\nmeasured push -> verified live (s):")
+            print("\nmeasured change -> verified live (s):")
             for what, values in stack.measurements.items():
                 print(f"  {what}: " + ", ".join(f"{v:.2f}" for v in values))
     finally:
@@ -238,6 +229,40 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pbx.stop()
         provider.stop()
         ports.release_port(http_port)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`watch --repo` following a bare remote; pushes come from a work clone."""
+    tmp = tmp_path_factory.mktemp("gitops")
+
+    def remote(pbx: PbxContainer, provider: ProviderContainer) -> list[str]:
+        bare, work = tmp / "remote.git", tmp / "work"
+        git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp)
+        git("init", "-q", "-b", "main", str(work), cwd=tmp)
+        git("config", "user.email", "admin@example.invalid", cwd=work)
+        git("config", "user.name", "PBX Admin", cwd=work)
+        git("remote", "add", "origin", str(bare), cwd=work)
+        containers.write_desired_dir(work / "desired", pbx, provider)
+        Remote(bare, work).commit_and_push("Initial phone system: 4000-4005 and the provider")
+        return ["--repo", str(bare), "--branch", "main", "--path", "desired"]
+
+    with running_stack(tmp, remote) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def dir_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`watch --dir` on a local directory (the `make up` loop); `remote.desired` is that directory."""
+    tmp = tmp_path_factory.mktemp("gitops-dir")
+
+    def directory(pbx: PbxContainer, provider: ProviderContainer) -> list[str]:
+        containers.write_desired_dir(tmp / "work" / "desired", pbx, provider)
+        return ["--dir", str(tmp / "work" / "desired")]
+
+    # A long poll interval: every change here must arrive through a filesystem event.
+    with running_stack(tmp, directory, interval_s=600) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
