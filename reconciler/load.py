@@ -208,6 +208,10 @@ def load_desired(desired_dir: Path) -> LoadedState:
             problems.append(Problem(file, line, "-", f"malformed YAML: {what}"))
             unreadable = True
             continue
+        except OSError as exc:
+            problems.append(Problem(file, 0, "-", f"cannot read: {exc.strerror}"))
+            unreadable = True
+            continue
         except (YAMLError, UnicodeDecodeError) as exc:
             problems.append(Problem(file, 0, "-", f"malformed YAML: {exc}"))
             unreadable = True

@@ -59,9 +59,14 @@ def render(
     """Render the Asterisk config files into OUT (nothing is written when validation fails)."""
     settings = _settings(env_file, templates)
     rendered = render_desired(desired_dir or settings.desired_dir, settings, revision=revision)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered.files.items():
-        (out / name).write_text(text, encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered.files.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ReconcilerError(
+            f"cannot write into {out}: {exc.strerror}", "choose a writable --out directory"
+        ) from None
     typer.echo(f"rendered {', '.join(rendered.files)} into {out} (revision {rendered.revision})")
 
 
