@@ -289,3 +289,20 @@ def test_managed_files_arrive_byte_for_byte_and_readable_by_asterisk(pbx: Pbx, s
     finally:
         pbx.client.remove_managed(["zz-test.conf"])
     assert "zz-test.conf" not in pbx.client.read_managed()
+
+
+def test_a_transport_port_that_is_taken_is_refused_and_the_old_port_stays_bound(pbx: Pbx) -> None:
+    good = pbx.baseline()
+    # The provider's Asterisk holds this port: binding it fails, silently but for one log line.
+    pbx.write(port=pbx.provider.sip_port)
+
+    with pytest.raises(ApplyRolledBack) as failure:
+        pbx.apply()
+
+    assert "Address already in use" in failure.value.message
+    assert failure.value.rolled_back
+    transports = pbx.container.cli("pjsip show transports")
+    assert f"127.0.0.1:{pbx.container.sip_port}" in transports
+    assert read_live_state(pbx.client).revision == good.revision  # type: ignore[union-attr]
+    pbx.write()
+    assert pbx.apply().unchanged
