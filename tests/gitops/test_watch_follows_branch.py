@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -206,3 +209,41 @@ def test_a_restarted_asterisk_is_noticed_and_still_runs_the_live_revision(stack:
     assert line["revision"] == rev12(live or "")
     assert re.search(r"Endpoint:\s+4006\b", stack.endpoints())
     assert stack.live_revision() == live
+
+
+def test_a_suspended_loop_applies_nothing_until_resumed(stack: Stack) -> None:
+    live = stack.live_revision()
+    state = ["--state-dir", str(stack.watcher.state_dir)]
+    cli = [sys.executable, "-m", "reconciler"]
+    subprocess.run(
+        [*cli, "suspend", "--reason", "carrier maintenance", *state], check=True, capture_output=True
+    )
+    start = stack.watcher.count()
+    text = extension_yaml(stack, {"4006": "While suspended", "4007": "Second Hire"})
+    sha = stack.remote.commit_and_push("Rename 4006 during the window", {"extensions.yaml": text})
+    assert stack.watcher.webhook(sha) == 202
+
+    _, line = stack.watcher.wait_for(lambda x: "webhook" in x["trigger"], LIVE_TIMEOUT_S, after=start)
+
+    assert line["result"] == "skipped"
+    assert "carrier maintenance" in line["reason"]
+    assert stack.live_revision() == live
+    start = stack.watcher.count()
+    subprocess.run([*cli, "resume", *state], check=True, capture_output=True)
+    _, line = stack.watcher.wait_for(applied(sha), LIVE_TIMEOUT_S, after=start)
+    assert stack.live_revision() == sha
+
+
+def test_status_metrics_and_dashboard_are_served_next_to_the_webhook(stack: Stack) -> None:
+    base = f"http://127.0.0.1:{stack.watcher.http_port}"
+    with urllib.request.urlopen(f"{base}/api/status", timeout=30) as response:
+        status = json.loads(response.read())
+    assert status["live"]["revision"] == stack.live_revision()
+    assert status["last_reconcile"]["result"] in ("applied", "unchanged", "drift-fixed")
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
+        assert response.status == 200
+        assert b"# TYPE" in response.read()
+    with urllib.request.urlopen(f"{base}/", timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+    with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:
+        assert json.loads(response.read())["ok"] is True
