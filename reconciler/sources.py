@@ -9,6 +9,7 @@ force-push can leave in conflict). `DirectorySource` copies a local directory an
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
 import threading
@@ -69,6 +70,11 @@ class Source(Protocol):
         ...
 
 
+def redact_url(text: str) -> str:
+    """Hide credentials in URLs (`https://user:token@host/...` → `https://***@host/...`)."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+
+
 def _prune(snapshots_dir: Path, keep: Path) -> None:
     """Delete all but the newest KEEP_SNAPSHOTS snapshot dirs (never `keep`)."""
     dirs = sorted(
@@ -93,7 +99,7 @@ class GitSource:
         self._repo: git.Repo | None = None
 
     def describe(self) -> str:
-        return f"git {self.url}#{self.branch}:{self.path or '.'}"
+        return f"git {redact_url(self.url)}#{self.branch}:{self.path or '.'}"
 
     @property
     def _ref(self) -> str:
@@ -119,16 +125,18 @@ class GitSource:
         repo = self._open()
         refspec = f"+refs/heads/{self.branch}:{self._ref}"
         try:
-            repo.git.fetch("--quiet", "--no-tags", "origin", refspec, kill_after_timeout=60)
+            # Never wait for a password prompt: a daemon has no terminal; fail and retry later.
+            with repo.git.custom_environment(GIT_TERMINAL_PROMPT="0"):
+                repo.git.fetch("--quiet", "--no-tags", "origin", refspec, kill_after_timeout=60)
         except git.GitCommandError as exc:
-            stderr = (exc.stderr or "").strip().replace("\n", " ")
+            stderr = redact_url((exc.stderr or "").strip().replace("\n", " "))
             if "couldn't find remote ref" in stderr:
                 raise SourceInvalid(
-                    f"branch {self.branch!r} does not exist in {self.url}",
+                    f"branch {self.branch!r} does not exist in {redact_url(self.url)}",
                     "push the branch, or pass the right one with --branch",
                 ) from exc
             raise SourceUnavailable(
-                f"cannot fetch {self.url}: {stderr or exc}",
+                f"cannot fetch {redact_url(self.url)}: {stderr or redact_url(str(exc))}",
                 "check that the remote is reachable and the credentials work; the loop retries",
             ) from exc
         return repo.commit(self._ref).hexsha

@@ -132,3 +132,13 @@ def test_symlinks_in_the_repo_are_not_exported(remote, tmp_path: Path) -> None:
     snap = GitSource(str(bare), "main", "desired", cache_dir=tmp_path / "cache").snapshot()
     assert not (snap.path / "link.yaml").exists()
     assert (snap.path / "a.yaml").exists()
+
+
+def test_credentials_in_the_remote_url_never_appear_in_messages(tmp_path: Path) -> None:
+    url = "https://deploy:glpat-SECRETTOKEN@127.0.0.1:9/acme/pbx.git"
+    source = GitSource(url, "main", "desired", cache_dir=tmp_path / "cache")
+    assert "SECRETTOKEN" not in source.describe()
+    with pytest.raises(SourceUnavailable) as info:
+        source.snapshot()
+    assert "SECRETTOKEN" not in str(info.value)
+    assert "***@127.0.0.1" in str(info.value)
