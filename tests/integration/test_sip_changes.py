@@ -61,15 +61,23 @@ def assert_4001_registers_and_calls_out(stack: PbxStack) -> None:
     assert stack.provider.received_numbers() == ["1234567890"]
 
 
-@pytest.mark.parametrize("defect", ["invalid option value", "unclosed section header"])
+@pytest.mark.parametrize(
+    ("defect", "asterisk_says"),
+    [
+        ("invalid option value", "Error parsing dtmf_mode=not_a_dtmf_mode"),
+        ("unclosed section header", "no closing ']'"),
+    ],
+)
 def test_a_change_asterisk_refuses_leaves_the_previous_config_live(
-    live_pbx: PbxStack, tmp_path: Path, defect: str
+    live_pbx: PbxStack, tmp_path: Path, defect: str, asterisk_says: str
 ) -> None:
     before = callerid_of(live_pbx, "4005")
     desired = renamed_4005(live_pbx, tmp_path, "Refused Rename")
 
-    with pytest.raises(ApplyFailed):
+    with pytest.raises(ApplyFailed) as refused:
         live_pbx.apply(desired, templates_dir=broken_templates(tmp_path, defect))
+
+    assert asterisk_says in str(refused.value)  # Asterisk itself refused it, and the error says so
 
     assert callerid_of(live_pbx, "4005") == before
     assert "Refused Rename" not in live_pbx.pbx.read_file("/etc/asterisk/managed/pjsip.conf")
