@@ -290,7 +290,8 @@ def collect_status(settings: Settings, client: Any) -> dict[str, Any]:
         provider_names = {p["name"] for p in providers}
         registered = [c for ep in raw["endpoints"] if ep.name not in provider_names for c in ep.contacts]
         agents = user_agents(client, registered)
-    except AsteriskUnavailable as exc:
+    except (AsteriskUnavailable, ReconcilerError) as exc:
+        # e.g. AsteriskCommandFailed (the exec batch broke off): the page must still render
         status["asterisk"].update(error=exc.message, hint=exc.hint)
     else:
         status["asterisk"].update(reachable=True, uptime_s=raw["uptime_s"])
