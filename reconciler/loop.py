@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from reconciler import history, plan, render
 from reconciler.apply import STATE_FILE, apply_desired, parse_live_state, runs_files_on_disk
-from reconciler.asterisk import LiveMarkers
+from reconciler.asterisk import AsteriskClient, LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.history import History, LoopState, Record, Result
 from reconciler.settings import Settings
@@ -146,7 +146,9 @@ class _Attempt:
 class Reconciler:
     """One reconcile of `source` into the Asterisk behind `client` (an `asterisk.AsteriskClient`)."""
 
-    def __init__(self, settings: Settings, source: Source, client: Any, options: WatchOptions) -> None:
+    def __init__(
+        self, settings: Settings, source: Source, client: AsteriskClient, options: WatchOptions
+    ) -> None:
         self.settings = settings
         self.source = source
         self.client = client
