@@ -44,6 +44,9 @@ def docker_image() -> str:
         pytest.skip(
             "SKIPPED LOUDLY: no Docker engine answers; integration tests need one (.ci/run starts it)"
         )
+    orphans = containers.remove_orphans()
+    if orphans:
+        print(f"removed containers left by a killed test run: {', '.join(orphans)}")
     if not containers.wait_for_image(timeout_s=IMAGE_WAIT_S):
         pytest.fail(
             f"image {containers.IMAGE} is not built: run `make image` or .ci/run "

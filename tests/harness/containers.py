@@ -16,6 +16,7 @@ import contextlib
 import re
 import secrets
 import shlex
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -43,6 +44,8 @@ EXTENSIONS = tuple(str(n) for n in range(4000, 4006))
 T = TypeVar("T")
 
 
+LABEL = "asterisk-gitops.test"
+OWNER_LABEL = "asterisk-gitops.test.owner"
 LIVE: set[AsteriskContainer] = set()  # started and not yet stopped: dumped on test failure
 
 
@@ -87,6 +90,40 @@ def wait_for_image(image: str = IMAGE, timeout_s: float = 0.0, poll_s: float = 5
         time.sleep(poll_s)
 
 
+def remove_orphans(name_prefix: str = "test") -> list[str]:
+    """Remove `<name_prefix>-*` containers of this harness whose starting process is gone.
+
+    A test run killed with SIGKILL never reaches its `finally`, and Ryuk (which would reap its
+    containers) cannot run here. Only containers with this harness's owner label, started on this
+    host by a process that no longer exists, are removed. Returns their names.
+    """
+    client = docker.from_env()
+    removed: list[str] = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+            host, _, pid = container.labels.get(OWNER_LABEL, "").rpartition(":")
+            if not container.name.startswith(f"{name_prefix}-") or host != socket.gethostname():
+                continue
+            if pid.isdigit() and _process_exists(int(pid)):
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+                removed.append(container.name)
+    finally:
+        client.close()
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def poll(check: Callable[[], T], timeout_s: float, interval_s: float = 0.25) -> T:
     """Call `check()` until it returns a truthy value or `timeout_s` passes; return the last value."""
     deadline = time.monotonic() + timeout_s
@@ -114,6 +151,10 @@ class AsteriskContainer:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
+    def _labels(self) -> dict[str, str]:
+        # who started it: lets a later run remove what a killed run (no finally) left behind
+        return {LABEL: self.purpose, OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"}
+
     def with_managed_file(self, name: str, text: str) -> Self:
         """Put `text` into `<managed dir>/<name>` before Asterisk starts (readable by asterisk)."""
         self._files[name] = text.encode()
@@ -126,7 +167,7 @@ class AsteriskContainer:
         container = (
             DockerContainer(self.image)
             .with_name(self.name)
-            .with_kwargs(network_mode="host", labels={"asterisk-gitops.test": self.purpose})
+            .with_kwargs(network_mode="host", labels=self._labels())
             .with_env("RTP_START", str(self.rtp_range[0]))
             .with_env("RTP_END", str(self.rtp_range[1]))
         )
