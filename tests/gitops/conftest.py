@@ -29,6 +29,7 @@ from reconciler.server import github_signature
 from tests.harness import containers, ports
 from tests.harness.containers import PbxContainer, ProviderContainer
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME_PREFIX = "watch"
 WEBHOOK_SECRET = "gitops-test-webhook-secret"
 INTERVAL_S = 2.0
@@ -197,6 +198,8 @@ def running_stack(
         state_dir = tmp / "state"
         log_path = tmp / "watch.log"
         env = {**os.environ, **secrets, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET, "PYTHONUNBUFFERED": "1"}
+        # The watcher runs the code of this checkout, whatever is installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         # The watcher runs from an empty directory: no .env or desired/ of the checkout leaks in.
         run_dir = tmp / "run"
         run_dir.mkdir()
