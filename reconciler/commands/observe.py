@@ -348,11 +348,14 @@ def doctor(
 
     checks = run_doctor(settings, on_check=show)
     failed = [c for c in checks if c.verdict is Verdict.FAIL]
-    console.print(
-        Text(f"{len(failed)} check(s) failed", style="bold red")
-        if failed
-        else Text("all checks passed", style="bold green")
-    )
+    warned = sum(1 for c in checks if c.verdict is Verdict.WARN)
+    note = f" ({warned} warning(s))" if warned else ""
+    if failed:
+        console.print(
+            Text(f"{len(failed)} check(s) failed{note}: fix the first FAIL first", style="bold red")
+        )
+    else:
+        console.print(Text(f"all checks passed{note}", style="bold green"))
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 
