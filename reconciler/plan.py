@@ -9,6 +9,7 @@ without the YAML they came from. Revision lines (the `; revision:` header, the `
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,10 +96,33 @@ def strip_revision(text: str) -> str:
     return "\n".join(out).rstrip("\n")
 
 
+@functools.lru_cache(maxsize=8)
+def _secret_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
+    """One regex matching any of `values`, longest match first, built as a trie so that a scan
+    costs about one pass over the text however many secrets there are (a loop of str.replace
+    over 2,000 extension passwords took a minute on a 1,000-extension render)."""
+    trie: dict[str, Any] = {}
+    for value in values:
+        node = trie
+        for char in value:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def alternatives(node: dict[str, Any]) -> str:
+        branches = [re.escape(char) + alternatives(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        return "(?:" + "|".join(branches) + ")" + ("?" if "" in node else "")
+
+    return re.compile(alternatives(trie)) if trie else None
+
+
 def mask(text: str, secret_values: Iterable[str] = (), file: str = "") -> str:
     """Replace secrets with `********`: values of `password`/`secret` keys, voicemail PINs, and
     every occurrence of any of `secret_values` (longest first)."""
-    values = sorted({v for v in secret_values if len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True)
+    pattern = _secret_pattern(frozenset(v for v in secret_values if len(v) >= MIN_MASKED_LENGTH))
     out: list[str] = []
     for line in text.splitlines(keepends=True):
         body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")
@@ -109,8 +133,8 @@ def mask(text: str, secret_values: Iterable[str] = (), file: str = "") -> str:
             vm = _MAILBOX_LINE.match(body)
             if vm and vm.group(2).strip():
                 body = vm.group(1) + MASK + (vm.group(3) or "")
-        for value in values:
-            body = body.replace(value, MASK)
+        if pattern is not None:
+            body = pattern.sub(MASK, body)
         out.append(body + nl)
     return "".join(out)
 
