@@ -55,6 +55,15 @@ build() {
         exit 1
     fi
     say "built $repo:$tag in $(($(date +%s) - started))s"
+    prune_old_tags "$repo"
+}
+
+# Every code change makes a new hash tag; keep the newest KEEP_TAGS of them (switching back to a
+# recent tree stays instant) and untag the rest. An image a container still uses stays.
+prune_old_tags() {
+    local repo="$1" old
+    docker image ls "$repo" --format '{{.Tag}}' | grep -v '^latest$' | tail -n +"$((${KEEP_TAGS:-3} + 1))" \
+        | while read -r old; do docker image rm "$repo:$old" >/dev/null 2>&1 || true; done
 }
 
 build_asterisk() {
