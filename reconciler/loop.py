@@ -206,10 +206,6 @@ class Reconciler:
 
             state = history.update_state(self.settings, new_head)
 
-        attempt.stage = "live"
-        # ONE exec: the managed files, state.json and the revision markers Asterisk has live.
-        live_files, markers = self.client.read_managed_with_markers()
-        live = parse_live_state(live_files.pop(STATE_FILE, None))
         if state.retry_requested:
 
             def forget_failure(s: LoopState) -> None:
@@ -217,6 +213,16 @@ class Reconciler:
                 s.failed.pop(snap.revision, None)
 
             state = history.update_state(self.settings, forget_failure)
+
+        if snap.revision != state.last_applied_revision and snap.revision not in state.failed:
+            # A new head: the apply pipeline reads the live state itself and does nothing when
+            # it is already live, so reading it here too would only cost another docker exec.
+            return self._apply(attempt, snap, result="applied")
+
+        attempt.stage = "live"
+        # ONE exec: the managed files, state.json and the revision markers Asterisk has live.
+        live_files, markers = self.client.read_managed_with_markers()
+        live = parse_live_state(live_files.pop(STATE_FILE, None))
         observed = _Observed(live_files, markers, wiped=False)
 
         live_revision = live.revision if live is not None else None
@@ -292,7 +298,8 @@ class Reconciler:
             self.settings, self.client, snap.path, revision=snap.revision, subject=snap.subject
         )
         self._keep_last_good(snap)
-        if applied.unchanged and not applied.recorded and result == "drift-fixed":
+        if applied.unchanged and not applied.recorded:
+            # Already live (e.g. applied before this reconciler started, or healed by a restart).
             result = "unchanged"
 
         def remember(s: LoopState) -> None:
