@@ -308,16 +308,26 @@ class DirectorySource:
         _prune(snapshots, keep=target)
         return Snapshot(path=target, revision=revision, display_path=str(self.directory))
 
-    def watch(self, on_change: Callable[[], None]) -> None:
-        """Start a watchdog observer that calls `on_change()` after edits settle."""
+    def watch(self, on_change: Callable[[], None]) -> bool:
+        """Start a watchdog observer that calls `on_change()` after edits settle.
+
+        Returns False when the directory cannot be watched (gone, inotify limits reached): the
+        caller then relies on polling alone.
+        """
         if self._observer is not None:
-            return
+            return True
         self._handler = _Debounced(on_change, self.quiet_s)
         observer = Observer()
-        observer.schedule(self._handler, str(self.directory), recursive=True)
         observer.daemon = True
-        observer.start()
+        try:
+            observer.schedule(self._handler, str(self.directory), recursive=True)
+            observer.start()
+        except OSError:
+            self._handler.cancel()
+            self._handler = None
+            return False
         self._observer = observer
+        return True
 
     def close(self) -> None:
         if self._handler is not None:

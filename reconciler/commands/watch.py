@@ -80,6 +80,11 @@ def watch(
         settings = replace(settings, desired_dir=directory)
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
 
+    if directory is not None and not directory.is_dir():
+        raise ReconcilerError(
+            f"--dir {directory} is not a directory",
+            "pass the directory that holds the desired *.yaml files, e.g. --dir desired",
+        )
     source: Source
     if repo is not None:
         source = GitSource(repo, branch, path, cache_dir=Path(settings.state_dir) / "git")
@@ -138,8 +143,8 @@ def watch(
     loop.start()
     if server is not None:
         serve_in_background(server)
-    if isinstance(source, DirectorySource):
-        source.watch(lambda: loop.trigger("fs"))
+    if isinstance(source, DirectorySource) and not source.watch(lambda: loop.trigger("fs")):
+        log.warning("cannot watch %s for changes: polling every %.0f s only", directory, interval)
     try:
         stop.wait()
     finally:

@@ -43,3 +43,9 @@ def test_a_burst_of_edits_is_reported_once_after_they_settle(tmp_path: Path) -> 
     finally:
         source.close()
     assert len(fired) == 1
+
+
+def test_a_directory_that_cannot_be_watched_falls_back_to_polling(tmp_path: Path) -> None:
+    source = DirectorySource(tmp_path / "gone", cache_dir=tmp_path / "cache")
+    assert source.watch(lambda: None) is False
+    source.close()
