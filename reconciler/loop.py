@@ -206,7 +206,8 @@ class Reconciler:
 
             state = history.update_state(self.settings, new_head)
 
-        if state.retry_requested:
+        # A restart of the reconciler is a retry too: its secrets or settings may have been fixed.
+        if state.retry_requested or ("startup" in attempt.trigger and snap.revision in state.failed):
 
             def forget_failure(s: LoopState) -> None:
                 s.retry_requested = False
@@ -327,6 +328,8 @@ class Reconciler:
                 stage=attempt.stage,
             )
         result: Result = "invalid" if isinstance(exc, ValidationFailed) else "failed"
+        if isinstance(exc, ValidationFailed):
+            attempt.stage = "validate"  # raised by the apply pipeline before it touches Asterisk
         if attempt.revision is not None:
             history.update_state(
                 self.settings, lambda s: s.mark_failed(attempt.revision or "", result, reason)
