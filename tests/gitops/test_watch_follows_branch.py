@@ -164,6 +164,23 @@ def test_twenty_rapid_pushes_cause_far_fewer_reconciles_and_end_on_the_last_comm
     assert "Burst 19" not in stack.managed("pjsip.conf")
 
 
+def test_twenty_rapid_pushes_without_webhooks_are_followed_by_polling_to_the_last_commit(
+    stack: Stack,
+) -> None:
+    start = stack.watcher.count()
+    shas = []
+    for n in range(1, 21):
+        text = extension_yaml(stack, {"4006": f"Polled {n}", "4007": "Second Hire"})
+        shas.append(stack.remote.commit_and_push(f"Rename 4006, polled take {n}", {"extensions.yaml": text}))
+
+    stack.watcher.wait_for(applied(shas[-1]), LIVE_TIMEOUT_S, after=start)
+
+    during = [x for _, x in stack.watcher.lines()[start:]]
+    assert {x["trigger"] for x in during} == {"poll"}
+    assert len(during) < 10, during
+    assert "Polled 20" in stack.managed("pjsip.conf")
+
+
 @pytest.mark.parametrize("how", ["webhook", "poll"])
 def test_push_to_live_time_is_measured(stack: Stack, how: str) -> None:
     """Not a check of speed (nothing is asserted about time): records numbers for the report."""
