@@ -46,7 +46,7 @@ class Plan:
     changes: list[str]  # semantic, e.g. "extension 4006 added"
     diff: str  # unified diff live → new of the changed files, secrets masked
     reloads: list[str]  # Asterisk CLI commands for the changed files
-    restart_required: bool  # a transport changed or was removed: PJSIP does not reload transports
+    restart_required: bool  # a transport was added, changed or removed: PJSIP does not reload them
     new_revision: str | None = None
     live_revision: str | None = None
     restart_reasons: list[str] = field(default_factory=list)
@@ -266,7 +266,13 @@ def semantic_changes(new: Mapping[str, str], live: Mapping[str, str]) -> tuple[l
     for key in sorted(old_objects.keys() | new_objects.keys(), key=sort_key):
         kind, name = key
         if key not in old_objects:
-            changes.append(f"{kind} {name} added")
+            sentence = f"{kind} {name} added"
+            if kind == "transport":
+                # A reload does bind a new transport, but PJSIP picks the transport types its DNS
+                # resolver may use only at start: a TLS trunk given by host name would not resolve.
+                sentence += " (restart needed)"
+                restart.append(sentence)
+            changes.append(sentence)
         elif key not in new_objects:
             sentence = f"{kind} {name} removed"
             if kind == "transport":

@@ -122,9 +122,10 @@ def test_a_missing_live_directory_means_everything_is_new(base: Rendered) -> Non
     plan = make_plan(base.files, {}, base.secret_values)
     assert plan.changed_files == ["pjsip.conf", "extensions.conf", "voicemail.conf"]
     assert "extension 4000 added" in plan.changes and "provider pbx_provider added" in plan.changes
-    assert "transport transport-udp added" in plan.changes
+    assert "transport transport-udp added (restart needed)" in plan.changes
     assert plan.diff.startswith("--- /dev/null\n+++ new/pjsip.conf\n")
-    assert not plan.restart_required
+    # PJSIP chooses its resolver's transport types at start: a new transport needs a restart.
+    assert plan.restart_required
 
 
 def test_a_hand_edit_of_a_live_file_is_a_change(base: Rendered) -> None:
