@@ -179,6 +179,7 @@ def running_stack(
     tmp: Path,
     source_args: Callable[[PbxContainer, ProviderContainer], list[str]],
     interval_s: float = INTERVAL_S,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """PBX + provider containers and `reconciler watch <source_args>` following their desired state.
 
@@ -212,6 +213,7 @@ def running_stack(
                     "--http", f"127.0.0.1:{http_port}",
                     "--state-dir", str(state_dir),
                     "--env-file", str(run_dir / "none.env"),
+                    *extra_args,
                 ],
                 cwd=run_dir,
                 env=env,
@@ -274,3 +276,16 @@ def sipp_installed() -> str:
     if path is None:
         pytest.skip("sipp is not installed")
     return path
+
+
+@pytest.fixture(scope="module")
+def warn_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`watch --dir --drift warn`: drift is reported, never fixed."""
+    tmp = tmp_path_factory.mktemp("gitops-warn")
+
+    def directory(pbx: PbxContainer, provider: ProviderContainer) -> list[str]:
+        containers.write_desired_dir(tmp / "work" / "desired", pbx, provider)
+        return ["--dir", str(tmp / "work" / "desired")]
+
+    with running_stack(tmp, directory, extra_args=("--drift", "warn")) as s:
+        yield s

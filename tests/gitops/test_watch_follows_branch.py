@@ -264,3 +264,12 @@ def test_status_metrics_and_dashboard_are_served_next_to_the_webhook(stack: Stac
         assert response.headers["Content-Type"].startswith("text/html")
     with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:
         assert json.loads(response.read())["ok"] is True
+
+
+def test_no_secret_value_ever_appears_in_the_watch_log_or_history(stack: Stack) -> None:
+    log = stack.watcher.log_path.read_text(errors="replace")
+    history = (stack.watcher.state_dir / "history.jsonl").read_text()
+    assert stack.watcher.count() > 10  # the story above ran and logged
+    for name, value in stack.secrets.items():
+        assert value not in log, name
+        assert value not in history, name
