@@ -122,7 +122,10 @@ def watch(
             trigger=loop.trigger,
             webhook_secret=secret,
             branch=branch if repo is not None else None,
-            client=client,
+            # Its own client: status queries from HTTP threads never mix into an apply's exec counts.
+            client=AsteriskClient(
+                settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
+            ),
             healthy=loop.alive,
             loop_info=loop_info,
         )
