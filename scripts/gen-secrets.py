@@ -42,13 +42,41 @@ def referenced_names(desired: Path) -> list[str]:
     return sorted(names)
 
 
+def _value_of(line: str, match: re.Match[str]) -> str:
+    return line[match.end() :].strip().strip("'\"")
+
+
 def defined_names(env_file: Path) -> set[str]:
-    """Keys already present in the env file (a missing file has none)."""
+    """Keys the env file gives a value (a missing file has none). `NAME=` with nothing after it,
+    as left by copying .env.example, is not a value: the reconciler treats it as not set."""
     if not env_file.exists():
         return set()
     return {
-        m.group(1) for line in env_file.read_text(encoding="utf-8").splitlines() if (m := KEY.match(line))
+        m.group(1)
+        for line in env_file.read_text(encoding="utf-8").splitlines()
+        if (m := KEY.match(line)) and _value_of(line, m)
     }
+
+
+def fill_empty(env_file: Path, names: set[str]) -> set[str]:
+    """Give a value to each `NAME=` line with no value for a NAME in `names`, in place; return
+    the names filled."""
+    if not env_file.exists():
+        return set()
+    filled: set[str] = set()
+    lines = env_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        m = KEY.match(line)
+        if m and m.group(1) in names and m.group(1) not in filled and not _value_of(line, m):
+            lines[i] = f"{m.group(1)}={new_value(m.group(1))}\n"
+            filled.add(m.group(1))
+    if filled:
+        tmp = env_file.with_name(env_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+        os.replace(tmp, env_file)
+    return filled
 
 
 def _owner_digits(name: str) -> list[str]:
@@ -96,6 +124,8 @@ def main(argv: list[str]) -> int:
         return 1
     wanted = sorted({*referenced_names(desired), *argv[3:]})
     missing = [n for n in wanted if n not in defined_names(env_file)]
+    filled = fill_empty(env_file, set(missing))
+    missing = [n for n in missing if n not in filled]
     created = not env_file.exists()
     fd = os.open(env_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
@@ -104,9 +134,10 @@ def main(argv: list[str]) -> int:
         for name in missing:
             out.write(f"{name}={new_value(name)}\n")
     os.chmod(env_file, 0o600)
-    if missing:
+    if missing or filled:
+        names = sorted({*missing, *filled})
         print(
-            f"[secrets] generated {len(missing)} new secret(s) into {env_file}: {', '.join(missing)}",
+            f"[secrets] generated {len(names)} new secret(s) into {env_file}: {', '.join(names)}",
             file=sys.stderr,
         )
     return 0
