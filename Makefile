@@ -45,9 +45,12 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# SIPp plays the phones; chromium renders the dashboard in its tests.
+# SIPp plays the phones; chromium renders the dashboard in its tests; openssl makes the TLS test's
+# certificates; ss (iproute2) tells which process owns a SIP port.
 test-tools:
 	@command -v sipp >/dev/null || scripts/apt-install.sh sip-tester
+	@command -v openssl >/dev/null || scripts/apt-install.sh openssl
+	@command -v ss >/dev/null || scripts/apt-install.sh iproute2
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || scripts/apt-install.sh chromium
 
 lint: venv
