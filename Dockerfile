@@ -11,7 +11,7 @@ FROM ${BASE}
 RUN apt-get -o Acquire::Check-Valid-Until=false update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv python3-setuptools git ca-certificates \
-        python3-pydantic python3-jinja2 python3-ruamel.yaml python3-typer python3-rich \
+        python3-pydantic python3-jinja2 python3-yaml python3-typer python3-rich \
         python3-docker python3-git python3-watchdog python3-qrcode \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* \
