@@ -167,6 +167,8 @@ def test_twenty_rapid_pushes_cause_far_fewer_reconciles_and_end_on_the_last_comm
 def test_twenty_rapid_pushes_without_webhooks_are_followed_by_polling_to_the_last_commit(
     stack: Stack,
 ) -> None:
+    # The previous test's webhooks may still be queued: start once a reconcile ran on a poll alone.
+    stack.watcher.wait_for(lambda x: x["trigger"] == "poll", LIVE_TIMEOUT_S, after=stack.watcher.count())
     start = stack.watcher.count()
     shas = []
     for n in range(1, 21):
