@@ -31,7 +31,6 @@ wait_booted() {
     done
     say "Asterisk is fully booted"
 }
-uptime_s() { docker exec "$PBX_CONTAINER" asterisk -rx "core show uptime seconds" | awk '/System uptime/ {print $3}'; }
 
 say "1/7 Docker engine and Compose"
 scripts/ensure-docker.sh
@@ -46,22 +45,11 @@ python3 scripts/gen-secrets.py "$DESIRED_DIR" "$ENV_FILE" RECONCILER_WEBHOOK_SEC
 say "4/7 starting the PBX ($PBX_CONTAINER)"
 docker compose up -d asterisk
 wait_booted
-uptime_before_apply="$(uptime_s)"
 
 say "5/7 applying $DESIRED_DIR"
-transports_before="$(docker exec "$PBX_CONTAINER" asterisk -rx "pjsip show transports")"
+# On a fresh PBX the first apply adds the transports, and the plan restarts Asterisk for that:
+# PJSIP chooses its resolver's transport types only at start.
 reconciler apply /desired --container "$PBX_CONTAINER" || die "apply failed (see above); the PBX keeps its previous config"
-# PJSIP decides once, at start, which transport types its DNS resolver may use. On a fresh PBX the
-# first apply creates the transports by reload, so a provider given by host name would never
-# resolve: restart once unless the apply already did (uptime went down).
-if grep -q "No objects found" <<<"$transports_before" \
-    && ! docker exec "$PBX_CONTAINER" asterisk -rx "pjsip show transports" | grep -q "No objects found" \
-    && [ "$(uptime_s)" -ge "$uptime_before_apply" ]; then
-    say "first config on this PBX: restarting Asterisk once so PJSIP's resolver sees the new transports"
-    docker exec "$PBX_CONTAINER" asterisk -rx "core restart now" >/dev/null || true
-    sleep 1
-    wait_booted
-fi
 
 say "6/7 watch loop ($RECONCILER_NAME)"
 docker compose --profile watch up -d reconciler
