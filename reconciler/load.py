@@ -145,11 +145,14 @@ class _Yaml12PyLoader(_Yaml12Schema, yaml.SafeLoader):
         return super().compose_node(parent, index)  # type: ignore[no-any-return]
 
 
-_HAVE_LIBYAML: bool = getattr(yaml, "__with_libyaml__", False)
+if getattr(yaml, "__with_libyaml__", False):
 
+    class _Yaml12CLoader(_Yaml12Schema, yaml.CSafeLoader):  # type: ignore[misc, name-defined]
+        """libyaml's parser (about 20 times faster than PyYAML's Python one)."""
 
-class _Yaml12CLoader(_Yaml12Schema, yaml.CSafeLoader if _HAVE_LIBYAML else yaml.SafeLoader):  # type: ignore[misc]
-    """libyaml's parser (about 20 times faster than PyYAML's Python one), when PyYAML has it."""
+    _FAST_LOADER: type = _Yaml12CLoader
+else:  # PyYAML built without libyaml: the same schema, just slower
+    _FAST_LOADER = _Yaml12PyLoader
 
 
 class DuplicateKeyError(ConstructorError):
@@ -298,9 +301,9 @@ def _parse(text: str) -> tuple[Any, LineIndex]:
     """One YAML document → (plain value, line index); (None, None) for an empty file.
     Raises PyYAML's `MarkedYAMLError` (with line marks) for malformed YAML and duplicate keys."""
     try:
-        root = yaml.compose(text, Loader=_Yaml12CLoader)
+        root = yaml.compose(text, Loader=_FAST_LOADER)
     except YAMLError:
-        if not _HAVE_LIBYAML:
+        if _FAST_LOADER is _Yaml12PyLoader:
             raise
         # Parse again in Python: its messages name the offending character and are the ones
         # ruamel.yaml gave, and it accepts a redefined anchor, which libyaml refuses.
