@@ -281,7 +281,7 @@ class _Builder:
             lines[plain_key] = (key_line, index)
         for merge_line, source in merges:  # `<<: *defaults`: explicit keys and earlier merges win
             for part in source.value if isinstance(source, SequenceNode) else [source]:
-                if not isinstance(part, MappingNode):
+                if type(part) is not MappingNode or part.tag != _MAP:
                     raise ConstructorError(
                         "while constructing a mapping",
                         node.start_mark,
