@@ -42,21 +42,14 @@ class Section:
         return self.get("type")
 
 
+_UNESCAPED_SEMICOLON = re.compile(r"(?<!\\);")
+
+
 def strip_comment(line: str) -> str:
     """Drop a `;` comment, keeping escaped `\\;` as a literal `;`."""
-    out: list[str] = []
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if ch == "\\" and i + 1 < len(line) and line[i + 1] == ";":
-            out.append(";")
-            i += 2
-            continue
-        if ch == ";":
-            break
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    if ";" not in line:
+        return line
+    return _UNESCAPED_SEMICOLON.split(line, maxsplit=1)[0].replace("\\;", ";")
 
 
 def parse_conf(text: str) -> list[Section]:
