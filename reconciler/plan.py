@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,15 @@ def _secret_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
 def mask(text: str, secret_values: Iterable[str] = (), file: str = "") -> str:
     """Replace secrets with `********`: values of `password`/`secret` keys, voicemail PINs, and
     every occurrence of any of `secret_values` (longest first)."""
-    pattern = _secret_pattern(frozenset(v for v in secret_values if len(v) >= MIN_MASKED_LENGTH))
+    return _mask_lines(text, secret_pattern(secret_values), file)
+
+
+def secret_pattern(secret_values: Iterable[str]) -> re.Pattern[str] | None:
+    """The compiled pattern `mask` uses for these secret values (build it once, mask many times)."""
+    return _secret_pattern(frozenset(v for v in secret_values if len(v) >= MIN_MASKED_LENGTH))
+
+
+def _mask_lines(text: str, pattern: re.Pattern[str] | None, file: str) -> str:
     out: list[str] = []
     for line in text.splitlines(keepends=True):
         body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")
@@ -294,6 +302,21 @@ def semantic_changes(new: Mapping[str, str], live: Mapping[str, str]) -> tuple[l
     return changes, restart
 
 
+def _masked_diff(old: str, new: str, fromfile: str, name: str, secrets: frozenset[str]) -> Iterator[str]:
+    """Unified diff of `old` → `new` with every secret masked. Only the lines the diff shows are
+    masked (a one-line change in a 36,000-line file masks a handful of lines, not all of them);
+    a line that changed only in a secret shows as a masked -/+ pair."""
+    pattern = secret_pattern(secrets)
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile, f"new/{name}"
+    )
+    for i, line in enumerate(lines):
+        if i < 2 or line.startswith("@@"):  # the ---/+++ file header, hunk headers
+            yield line
+        else:
+            yield line[0] + _mask_lines(line[1:], pattern, name)
+
+
 def make_plan(
     new: Mapping[str, str] | Any, live: Mapping[str, str], secret_values: Iterable[str] = ()
 ) -> Plan:
@@ -314,10 +337,8 @@ def make_plan(
             revision_only.append(name)
             continue
         changed.append(name)
-        before = mask(old_text or "", secrets, name).splitlines(keepends=True)
-        after = mask(new_text, secrets, name).splitlines(keepends=True)
         fromfile = f"live/{name}" if old_text is not None else "/dev/null"
-        diff_parts.extend(difflib.unified_diff(before, after, fromfile, f"new/{name}"))
+        diff_parts.extend(_masked_diff(old_text or "", new_text, fromfile, name, secrets))
     diff = "".join(line if line.endswith("\n") else line + "\n" for line in diff_parts)
     live_subset = {k: v for k, v in live.items() if k in new_files}
     changes, restart = semantic_changes(
