@@ -17,6 +17,8 @@ from reconciler.settings import Settings
 
 DIR_ARG = typer.Argument(None, help="Directory with the desired *.yaml files (default: desired).")
 ENV_FILE_OPT = typer.Option(None, "--env-file", help="KEY=VALUE file with secret values (default: .env).")
+TEMPLATES_OPT = typer.Option(None, "--templates", help="Directory with the *.conf.j2 templates.")
+REVISION_OPT = typer.Option(None, "--revision", help="Revision for the header (default: git/hash).")
 
 
 def _settings(env_file: Path | None = None, templates: Path | None = None) -> Settings:
@@ -48,12 +50,8 @@ def render(
     out: Path = typer.Option(
         ..., "--out", help="Directory to write pjsip.conf, extensions.conf, voicemail.conf."
     ),
-    templates: Path | None = typer.Option(
-        None, "--templates", help="Directory with the *.conf.j2 templates."
-    ),
-    revision: str | None = typer.Option(
-        None, "--revision", help="Revision for the header (default: git/hash)."
-    ),
+    templates: Path | None = TEMPLATES_OPT,
+    revision: str | None = REVISION_OPT,
     env_file: Path | None = ENV_FILE_OPT,
 ) -> None:
     """Render the Asterisk config files into OUT (nothing is written when validation fails)."""
@@ -76,12 +74,8 @@ def plan(
         ..., "--against", help="Directory with the live or previously rendered files."
     ),
     output_format: str = typer.Option("text", "--format", help="text or markdown (for a PR comment)."),
-    templates: Path | None = typer.Option(
-        None, "--templates", help="Directory with the *.conf.j2 templates."
-    ),
-    revision: str | None = typer.Option(
-        None, "--revision", help="Revision for the header (default: git/hash)."
-    ),
+    templates: Path | None = TEMPLATES_OPT,
+    revision: str | None = REVISION_OPT,
     env_file: Path | None = ENV_FILE_OPT,
 ) -> None:
     """Show what applying DIR would change compared with AGAINST. Exit 0: no change, 2: changes."""
