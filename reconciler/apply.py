@@ -471,7 +471,7 @@ def apply_desired(
     with ManagedFilesTransaction(client, previous, reload_cmds, restart, progress) as txn:
         if progress:
             progress(
-                "restarting Asterisk (a transport changed)" if restart else "reloading " + ", ".join(changed)
+                "restarting Asterisk (transports changed)" if restart else "reloading " + ", ".join(changed)
             )
         txn.swapped = True  # from here on the files may be swapped: restore on any failure
         outcome: ReloadResult = client.reload(
