@@ -36,7 +36,6 @@ from reconciler.plan import RELOAD_COMMANDS, RESTART_COMMAND
 from reconciler.settings import Settings
 
 STATE_FILE = "state.json"
-MASK = "********"
 
 Progress = Callable[[str], None]
 
@@ -147,13 +146,6 @@ def read_live_state(client: AsteriskClient) -> LiveState | None:
     path = f"{client.managed_dir}/{STATE_FILE}"
     out = client.run_steps([f"cat {path} 2>/dev/null"]).outputs[0]
     return parse_live_state(out)
-
-
-def _mask(text: str, secrets: Iterable[str]) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        if len(value) >= 3:
-            text = text.replace(value, MASK)
-    return text
 
 
 # --- verification -------------------------------------------------------------------------------
@@ -372,7 +364,7 @@ def _failure_message(
     if failed:
         lines.append("Verification failed:")
         lines += [f"  {c}" for c in failed]
-    return _mask("\n".join(lines), secrets)
+    return plan_mod.mask("\n".join(lines), secrets)
 
 
 def apply_desired(

@@ -352,7 +352,7 @@ class Reconciler:
 
     def _finalize(self, attempt: _Attempt, outcome: Outcome, started_at: str, duration: float) -> Outcome:
         """Write the history record and the one log line: the only place status is written."""
-        outcome = replace(outcome, reason=_mask(outcome.reason, attempt.secrets))
+        outcome = replace(outcome, reason=outcome.reason and plan.mask(outcome.reason, attempt.secrets))
         if outcome.record:
             try:
                 self.history.append(
@@ -437,14 +437,6 @@ def _uptime(client: Any) -> float | None:
     except Exception:  # the uptime is a hint for restart detection, not essential
         return None
     return float(value) if value is not None else None
-
-
-def _mask(text: str | None, secrets: list[str]) -> str | None:
-    if not text:
-        return text
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
 
 
 ReconcileFn = Callable[[str], Outcome]
