@@ -25,6 +25,7 @@ from reconciler import plan as plan_mod
 from reconciler import render
 from reconciler.asterisk import AsteriskClient, LiveMarkers, ReloadResult, aor_found, dialplan_revision
 from reconciler.errors import ApplyFailed
+from reconciler.model import rev12
 from reconciler.parsers import (
     LogProblem,
     parse_dialplan,
@@ -114,11 +115,6 @@ class ApplyRolledBack(ApplyFailed):
         self.problems = tuple(problems)
         self.checks = tuple(checks)
         self.rolled_back = rolled_back
-
-
-def rev12(revision: str) -> str:
-    """The short revision of the markers: 12 characters without a `sha256:` prefix."""
-    return revision.removeprefix("sha256:")[:12]
 
 
 def sha256_text(text: str) -> str:

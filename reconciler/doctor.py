@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler import parsers
 from reconciler.errors import ReconcilerError
+from reconciler.model import rev12
 from reconciler.settings import Settings
 
 MARKER_PREFIX = "gitops-rev-"
@@ -40,11 +41,6 @@ class Check:
     verdict: Verdict
     detail: str
     fix: str | None = None
-
-
-def rev12(revision: str) -> str:
-    """The 12-character form of a revision used in Asterisk's revision markers."""
-    return revision.removeprefix("sha256:")[:12]
 
 
 def _rx(command: str) -> str:

@@ -31,6 +31,7 @@ from reconciler.apply import STATE_FILE, apply_desired, parse_live_state, runs_f
 from reconciler.asterisk import AsteriskClient, LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.history import History, LoopState, Record, Result
+from reconciler.model import rev12
 from reconciler.settings import Settings
 from reconciler.sources import Snapshot, Source
 
@@ -102,11 +103,6 @@ class TriggerQueue:
     @property
     def closed(self) -> bool:
         return self._closed
-
-
-def rev12(revision: str) -> str:
-    """The short revision used in Asterisk's revision markers (no `sha256:` prefix)."""
-    return revision.split(":", 1)[-1][:12]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler.apply import ApplyResult, apply_desired, rev12
+from reconciler.apply import ApplyResult, apply_desired
 from reconciler.asterisk import AsteriskClient
+from reconciler.model import rev12
 from reconciler.settings import Settings
 
 
