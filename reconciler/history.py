@@ -7,8 +7,10 @@ so a crash never leaves half a file and neither writer loses the other's change.
 
 Files:
 - `history.jsonl`: one JSON record per line, oldest first, bounded to `MAX_RECORDS`.
-- `loop-state.json`: `LoopState` (suspend flag, failed revisions, retry request, last uptime).
+- `loop-state.json`: `LoopState` (suspend flag, failed revisions, retry request, last uptime, and
+  the running totals of recorded reconciles that `/metrics` exposes as counters).
 - `trigger`: present when a CLI verb asks the running loop to reconcile now (content: the reason).
+- `last-good/`: the desired files of the revision the loop applied last (drift is healed from it).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,6 +42,16 @@ RESULTS: tuple[str, ...] = (
     "drift-detected",  # like drift-fixed, but `--drift=warn`: only reported
     "skipped",  # suspended, or the head revision failed before and no retry was requested
 )
+# Upper bounds (seconds) of the reconcile duration histogram. `ReconcileTotals` keeps a running
+# count per bound in the loop state, so changing them starts those buckets over.
+DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def bucket_label(bound: float) -> str:
+    """The `le` label of a histogram bound, as Prometheus writes it (`0.05`, `1`, `+Inf`)."""
+    if bound == float("inf"):
+        return "+Inf"
+    return repr(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
 def utcnow() -> str:
@@ -79,6 +91,50 @@ class FailedRevision(BaseModel):
     at: str = Field(default_factory=utcnow)
 
 
+class ReconcileTotals(BaseModel):
+    """Running totals of the recorded reconciles since the state directory was created.
+
+    Unlike the bounded history they only ever grow, so `/metrics` can expose them as Prometheus
+    counters and a histogram. Updated by `History.append`, under the state lock.
+    """
+
+    results: dict[str, int] = Field(default_factory=dict)  # result -> reconciles
+    # `le` label -> reconciles that took at most that long (cumulative, as exposed), incl. "+Inf".
+    duration_buckets: dict[str, int] = Field(default_factory=dict)
+    duration_sum_s: float = 0.0
+    duration_count: int = 0
+
+    def add(self, result: str, duration_s: float, count: int = 1) -> None:
+        """Count `count` reconciles with `result` that took `duration_s` each."""
+        duration = max(float(duration_s), 0.0)
+        self.results[result] = self.results.get(result, 0) + count
+        for bound in (*DURATION_BUCKETS, float("inf")):
+            label = bucket_label(bound)
+            self.duration_buckets[label] = self.duration_buckets.get(label, 0) + (
+                count if duration <= bound else 0
+            )
+        self.duration_sum_s = round(self.duration_sum_s + duration * count, 6)
+        self.duration_count += count
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> ReconcileTotals:
+        """Totals counted from history records (JSON dicts); a record stands for `count` reconciles.
+
+        The fallback for a state directory written before the totals existed. A collapsed record
+        keeps only its first duration, so that duration is counted for each repeat.
+        """
+        totals = cls()
+        for r in records:
+            count = r.get("count", 1)
+            duration = r.get("duration_s")
+            totals.add(
+                str(r.get("result") or "unknown"),
+                float(duration) if isinstance(duration, int | float) else 0.0,
+                count if isinstance(count, int) and count > 0 else 1,
+            )
+        return totals
+
+
 class LoopState(BaseModel):
     """What the loop remembers between reconciles and restarts; CLI verbs change parts of it."""
 
@@ -93,6 +149,8 @@ class LoopState(BaseModel):
     # The head of the followed branch/dir at the last fetch (what "pending" compares with live).
     head_revision: str | None = None
     head_subject: str | None = None
+    # Never decreasing counts for /metrics; None in a state file written before they existed.
+    totals: ReconcileTotals | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> LoopState:
@@ -116,6 +174,11 @@ class LoopState(BaseModel):
 
 def _state_path(settings: Settings) -> Path:
     return Path(settings.state_dir) / "loop-state.json"
+
+
+def last_good_dir(settings: Settings) -> Path:
+    """Where the loop keeps a copy of the desired files it applied last (with a `.revision` file)."""
+    return Path(settings.state_dir) / "last-good"
 
 
 def _history_path(settings: Settings) -> Path:
@@ -235,9 +298,18 @@ class History:
         return records
 
     def append(self, record: Record) -> Record:
-        """Add a record (or count a repeat of the last one) and keep only the newest records."""
+        """Add a record (or count a repeat of the last one) and keep only the newest records.
+
+        The loop state's running totals count it too, in the same locked section, so the counters
+        of `/metrics` keep growing after old records fall off the bounded history.
+        """
         with state_lock(self.settings):
             records = self._read()
+            state = LoopState.load(self.settings)
+            if state.totals is None:
+                # Older state file: start from what the history still knows, so counts go on from there.
+                state.totals = ReconcileTotals.from_records(r.model_dump() for r in records)
+            state.totals.add(record.result, record.duration_s)
             if records and records[-1].same_outcome(record):
                 last = records[-1]
                 record = last.model_copy(
@@ -248,6 +320,7 @@ class History:
                 records.append(record)
             records = records[-self.max_records :]
             _atomic_write(self.path, "".join(r.model_dump_json() + "\n" for r in records))
+            state.save(self.settings)
         return record
 
     def records(self, limit: int | None = None) -> list[dict[str, object]]:

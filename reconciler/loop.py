@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from reconciler import history, plan, render
@@ -150,7 +149,7 @@ class Reconciler:
         self.client = client
         self.options = options
         self.history = History(settings)
-        self.last_good_dir = Path(settings.state_dir) / "last-good"
+        self.last_good_dir = history.last_good_dir(settings)
 
     # -- the one entry point ------------------------------------------------------------------
 

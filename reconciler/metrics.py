@@ -1,19 +1,21 @@
-"""Prometheus text exposition (format 0.0.4) of the status and the reconcile history.
+"""Prometheus text exposition (format 0.0.4) of the status and the reconcile totals.
 
-Plain string building: the values come from `status.collect_status()` and `History.records()`, so
-there is no registry to keep in sync. Counters count the reconciles in the kept history (the history
-file is the reconciler's memory; a restart of the reconciler does not reset them).
+Plain string building: the values come from `status.collect_status()`, the loop state's running
+totals (`history.ReconcileTotals`) and `History.records()`, so there is no registry to keep in sync.
+The counters and the duration histogram come from the running totals, which only grow (a restart
+of the reconciler or old records falling off the bounded history never lower them); without totals
+(a state directory from before they existed) they are counted from the kept history.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+from reconciler.history import DURATION_BUCKETS, ReconcileTotals, bucket_label
+
 # History results (reconciler.history.RESULTS) after which the desired head is live.
 SUCCESS_RESULTS = frozenset({"applied", "unchanged", "drift-fixed"})
 KNOWN_RESULTS = ("applied", "unchanged", "failed", "invalid", "drift-fixed", "drift-detected", "skipped")
@@ -57,11 +59,6 @@ def is_success(record: Mapping[str, Any]) -> bool:
     return str(record.get("result", "")).lower() in SUCCESS_RESULTS
 
 
-def _count(record: Mapping[str, Any]) -> int:
-    count = record.get("count", 1)
-    return count if isinstance(count, int) and count > 0 else 1
-
-
 class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -74,36 +71,37 @@ class _Writer:
         self.lines.append(f"{name}{_labels(labels or {})} {_number(value)}")
 
 
-def _histogram(w: _Writer, name: str, values: Iterable[float]) -> None:
-    data = sorted(values)
+def _histogram(w: _Writer, name: str, totals: ReconcileTotals) -> None:
+    cumulative = 0
     for bound in DURATION_BUCKETS:
-        w.sample(f"{name}_bucket", sum(1 for v in data if v <= bound), {"le": _number(bound)})
-    w.sample(f"{name}_bucket", len(data), {"le": "+Inf"})
-    w.sample(f"{name}_sum", sum(data))
-    w.sample(f"{name}_count", len(data))
+        # max(): the buckets stay cumulative even for a hand-edited or partial state file.
+        cumulative = max(cumulative, totals.duration_buckets.get(bucket_label(bound), 0))
+        w.sample(f"{name}_bucket", cumulative, {"le": bucket_label(bound)})
+    count = max(cumulative, totals.duration_buckets.get("+Inf", 0), totals.duration_count)
+    w.sample(f"{name}_bucket", count, {"le": "+Inf"})
+    w.sample(f"{name}_sum", totals.duration_sum_s)
+    w.sample(f"{name}_count", count)
 
 
-def render_metrics(status: Mapping[str, Any], history: list[dict]) -> str:
-    """The `/metrics` page: reconcile counts, durations, last success, registrations, contacts, revision."""
+def render_metrics(
+    status: Mapping[str, Any], history: list[dict], *, totals: ReconcileTotals | None = None
+) -> str:
+    """The `/metrics` page: reconcile counts, durations, last success, registrations, contacts, revision.
+
+    `totals` are the loop state's running totals (`LoopState.totals`); without them the counters
+    and the histogram are counted from `history`, which can go down once the history is full.
+    """
     w = _Writer()
+    if totals is None:
+        totals = ReconcileTotals.from_records(history)
 
-    w.family("reconciler_reconciles_total", "counter", "Reconciles in the kept history, by result.")
-    # A history record stands for `count` identical consecutive outcomes.
-    results: Counter[str] = Counter()
-    for r in history:
-        results[str(r.get("result") or "unknown")] += _count(r)
+    w.family("reconciler_reconciles_total", "counter", "Reconciles recorded by the watch loop, by result.")
     # Every known result appears, also at 0, so rate() and alerts work from the first scrape.
-    for result in sorted(set(KNOWN_RESULTS) | set(results)):
-        w.sample("reconciler_reconciles_total", results.get(result, 0), {"result": result})
+    for result in sorted(set(KNOWN_RESULTS) | set(totals.results)):
+        w.sample("reconciler_reconciles_total", totals.results.get(result, 0), {"result": result})
 
     w.family("reconciler_reconcile_duration_seconds", "histogram", "How long reconciles took.")
-    durations = [
-        float(d)
-        for r in history
-        if isinstance(d := r.get("duration_s"), int | float)
-        for _ in range(_count(r))
-    ]
-    _histogram(w, "reconciler_reconcile_duration_seconds", durations)
+    _histogram(w, "reconciler_reconcile_duration_seconds", totals)
 
     successes = [
         end

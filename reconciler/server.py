@@ -76,6 +76,8 @@ class ServerContext:
     webhook_secret: str | None
     branch: str | None = None  # when set, push events for other branches are acknowledged and ignored
     client: Any = None  # asterisk.AsteriskClient for /api/status and /metrics
+    # `watch --repo`: the desired head is the branch head the loop fetched, not a local directory.
+    head_from_loop: bool = False
     healthy: Callable[[], bool] = lambda: True
     loop_info: Callable[[], dict[str, Any]] = dict
 
@@ -187,7 +189,9 @@ class Handler(BaseHTTPRequestHandler):
         if status is None or not hasattr(status, "collect_status"):
             return None
         try:
-            return status.collect_status(self.context.settings, self.context.client)
+            return status.collect_status(
+                self.context.settings, self.context.client, head_from_loop=self.context.head_from_loop
+            )
         except ReconcilerError as exc:
             return {"error": exc.message}
 
@@ -205,7 +209,10 @@ class Handler(BaseHTTPRequestHandler):
             self._unavailable("metrics")
             return
         records = History(self.context.settings).records()
-        self._send(HTTPStatus.OK, metrics.render_metrics(collected, records), "text/plain; version=0.0.4")
+        # The running totals of the loop state: counters that never go down (the history is bounded).
+        totals = LoopState.load(self.context.settings).totals
+        text = metrics.render_metrics(collected, records, totals=totals)
+        self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4")
 
     def _dashboard(self) -> None:
         web = _optional("web")

@@ -5,6 +5,9 @@ endpoints with their contacts, uptime) plus one more only when phones are online
 agents, from `pjsip show contact`), adds the reconcile history and the desired head, and returns a
 JSON-able dict (the `Status` shape in docs/observe.md). It never raises for an unreachable
 Asterisk: the dict says so, because the dashboard must still render.
+
+The desired head is `settings.desired_dir` (`reconciler status --dir`, `watch --dir`), or, with
+`head_from_loop` (`watch --repo`), the branch head the watch loop fetched last (`LoopState`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from reconciler import parsers
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
-from reconciler.history import History, LoopState
+from reconciler.history import History, LoopState, last_good_dir
 from reconciler.metrics import to_epoch
 from reconciler.settings import Settings
 
@@ -76,6 +79,39 @@ def _desired(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
     except OSError as exc:
         info["error"] = str(exc)
     return info, state
+
+
+def _desired_from_loop(
+    settings: Settings, state: LoopState, records: list[dict[str, Any]]
+) -> tuple[dict[str, Any] | None, Any]:
+    """(desired head info, DesiredState or None) from the loop state of `watch --repo`.
+
+    The head is the branch head the loop fetched last; the model (provider and extension names)
+    is that of the revision the loop applied last, kept in `last-good/`. There is no local
+    directory: `dir` is None.
+    """
+    head = state.head_revision
+    if head is None:
+        return None, None  # the loop has not fetched yet
+    error = None
+    failed = state.failed.get(head)
+    if failed is not None:
+        # The history's reason (secrets masked) when it is recent, else just the result.
+        error = next(
+            (r.get("reason") for r in records if r.get("revision") == head and r.get("reason")),
+            f"revision {failed.result}; see `reconciler history`",
+        )
+    info: dict[str, Any] = {"dir": None, "revision": head, "subject": state.head_subject, "error": error}
+    model = None
+    kept = last_good_dir(settings)
+    if kept.is_dir():
+        try:
+            from reconciler.load import load_desired
+
+            model = load_desired(kept).state
+        except (OSError, ReconcilerError):  # being replaced by the loop right now: names only
+            model = None
+    return info, model
 
 
 # --- Asterisk side -----------------------------------------------------------------------------
@@ -267,11 +303,19 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect_status(settings: Settings, client: Any) -> dict[str, Any]:
-    """Everything `status`, `/api/status`, the dashboard and `/metrics` show, as a JSON-able dict."""
+def collect_status(settings: Settings, client: Any, *, head_from_loop: bool = False) -> dict[str, Any]:
+    """Everything `status`, `/api/status`, the dashboard and `/metrics` show, as a JSON-able dict.
+
+    `head_from_loop`: the desired head is the one the watch loop fetched (`watch --repo`), not
+    `settings.desired_dir`.
+    """
     now = _now()
     records = History(settings).records(HISTORY_SHOWN)
-    desired_info, desired_state = _desired(settings)
+    loop_state = LoopState.load(settings)
+    if head_from_loop:
+        desired_info, desired_state = _desired_from_loop(settings, loop_state, records)
+    else:
+        desired_info, desired_state = _desired(settings)
     status: dict[str, Any] = {
         "generated_at": _iso(now),
         "container": getattr(client, "container_name", settings.container),
@@ -280,7 +324,7 @@ def collect_status(settings: Settings, client: Any) -> dict[str, Any]:
         "desired": desired_info,
         "last_reconcile": records[0] if records else None,
         "history": records,
-        "suspended": LoopState.load(settings).suspended,
+        "suspended": loop_state.suspended,
         "providers": [],
         "extensions": [],
     }

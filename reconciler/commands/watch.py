@@ -122,6 +122,9 @@ def watch(
             trigger=loop.trigger,
             webhook_secret=secret,
             branch=branch if repo is not None else None,
+            # --repo: status reports the fetched branch head (kept in the loop state) as desired;
+            # --dir: the directory itself, as `reconciler status --dir` does.
+            head_from_loop=repo is not None,
             # Its own client: status queries from HTTP threads never mix into an apply's exec counts.
             client=AsteriskClient(
                 settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log

@@ -46,6 +46,11 @@ def applied(sha: str):
     return lambda line: line["result"] == "applied" and line["revision"] == rev12(sha)
 
 
+def api_status(stack: Stack) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.watcher.http_port}/api/status", timeout=30) as r:
+        return json.loads(r.read())
+
+
 def test_a_pushed_commit_adding_extension_4006_goes_live_by_polling_and_a_phone_registers(
     stack: Stack, sipp_installed: str
 ) -> None:
@@ -84,6 +89,11 @@ def test_a_pushed_commit_with_broken_yaml_is_recorded_as_invalid_with_its_file_a
     assert re.search(r"desired/extensions\.yaml:\d+", str(record["reason"]))
     assert stack.live_revision() == good
     assert re.search(r"Endpoint:\s+4006\b", stack.endpoints())
+    # The status names the branch head (not any local directory) and that it is not live.
+    desired = api_status(stack)["desired"]
+    assert (desired["revision"], desired["pending"]) == (sha, True)
+    assert desired["subject"] == "Add 4007 (typo)"
+    assert re.search(r"desired/extensions\.yaml:\d+", desired["error"] or ""), desired
 
 
 def test_a_failed_revision_is_not_retried_on_every_poll(stack: Stack) -> None:
@@ -255,13 +265,22 @@ def test_a_suspended_loop_applies_nothing_until_resumed(stack: Stack) -> None:
 
 def test_status_metrics_and_dashboard_are_served_next_to_the_webhook(stack: Stack) -> None:
     base = f"http://127.0.0.1:{stack.watcher.http_port}"
-    with urllib.request.urlopen(f"{base}/api/status", timeout=30) as response:
-        status = json.loads(response.read())
-    assert status["live"]["revision"] == stack.live_revision()
+    head = git("rev-parse", "HEAD", cwd=stack.remote.work)
+    status = api_status(stack)
+    assert status["live"]["revision"] == stack.live_revision() == head
+    # The desired side is the pushed branch head, live: nothing pending.
+    assert status["desired"]["revision"] == head
+    assert status["desired"]["pending"] is False
     assert status["last_reconcile"]["result"] in ("applied", "unchanged", "drift-fixed")
+    applied_before = sum(1 for _, x in stack.watcher.lines() if x["result"] == "applied")
     with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
         assert response.status == 200
-        assert b"# TYPE" in response.read()
+        text = response.read().decode()
+    applied_after = sum(1 for _, x in stack.watcher.lines() if x["result"] == "applied")
+    assert "# TYPE reconciler_reconciles_total counter" in text
+    # The counter counts every applied reconcile of the story (running totals, not the kept history).
+    total = re.search(r'^reconciler_reconciles_total\{result="applied"\} (\d+)$', text, re.M)
+    assert total is not None and applied_before <= int(total[1]) <= applied_after
     with urllib.request.urlopen(f"{base}/", timeout=30) as response:
         assert response.headers["Content-Type"].startswith("text/html")
     with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:

@@ -125,3 +125,65 @@ def test_a_corrupt_state_file_reads_as_the_default_state(tmp_path: Path) -> None
     s.state_dir.mkdir(parents=True)
     (s.state_dir / "loop-state.json").write_text("{")
     assert LoopState.load(s) == LoopState()
+
+
+def test_running_totals_keep_growing_after_records_fall_off_the_bounded_history(tmp_path: Path) -> None:
+    s = settings_in(tmp_path)
+    h = History(s, max_records=200)
+    for n in range(230):
+        h.append(record(n, "applied"))
+    for _ in range(40):  # collapsed into one record with count 40
+        h.append(record(229, "unchanged"))
+    h.append(record(230, "invalid"))
+
+    totals = LoopState.load(s).totals
+    assert totals is not None
+    assert totals.results == {"applied": 230, "unchanged": 40, "invalid": 1}
+    assert totals.duration_count == 271
+    assert totals.duration_buckets["+Inf"] == 271
+    assert len(h.records()) == 200
+    assert sum(int(r["count"]) for r in h.records() if r["result"] == "applied") == 198  # type: ignore[call-overload]
+
+
+def test_running_totals_bucket_each_duration_cumulatively(tmp_path: Path) -> None:
+    s = settings_in(tmp_path)
+    h = History(s)
+    for n, duration in enumerate((0.04, 0.3, 0.3, 7.0, 120.0)):
+        h.append(record(n).model_copy(update={"duration_s": duration}))
+    totals = LoopState.load(s).totals
+    assert totals is not None
+    buckets = totals.duration_buckets
+    assert (buckets["0.05"], buckets["0.25"], buckets["0.5"], buckets["10"], buckets["60"]) == (1, 1, 3, 4, 4)
+    assert buckets["+Inf"] == 5
+    assert totals.duration_sum_s == 127.64
+
+
+def test_a_state_file_without_totals_starts_them_from_the_kept_history(tmp_path: Path) -> None:
+    s = settings_in(tmp_path)
+    h = History(s)
+    h.append(record(1, "applied"))
+    for _ in range(3):
+        h.append(record(1, "unchanged"))
+    # A loop state written by a version without running totals.
+    state_file = s.state_dir / "loop-state.json"
+    old = json.loads(state_file.read_text())
+    del old["totals"]
+    state_file.write_text(json.dumps(old))
+    assert LoopState.load(s).totals is None
+
+    h.append(record(2, "failed"))
+
+    totals = LoopState.load(s).totals
+    assert totals is not None
+    assert totals.results == {"applied": 1, "unchanged": 3, "failed": 1}
+
+
+def test_the_loops_history_writes_keep_a_cli_suspend_and_vice_versa(tmp_path: Path) -> None:
+    s = settings_in(tmp_path)
+    h = History(s)
+    h.append(record(1))
+    history.suspend(s, "window")
+    h.append(record(2))
+    state = LoopState.load(s)
+    assert state.suspended and state.suspended_reason == "window"
+    assert state.totals is not None and state.totals.results["applied"] == 2

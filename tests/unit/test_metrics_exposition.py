@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.history import History, LoopState, ReconcileTotals, Record
 from reconciler.metrics import escape_label, render_metrics
+from reconciler.settings import Settings
 
 STATUS = {
     "asterisk": {"reachable": True},
@@ -87,3 +91,77 @@ def test_empty_history_and_unreachable_asterisk_still_parse() -> None:
     samples = _samples(render_metrics(status, []))
     assert samples[("reconciler_asterisk_up", ())] == 0
     assert samples[("reconciler_last_success_timestamp_seconds", ())] == 0
+
+
+def _scrape(settings: Settings, history: History) -> dict[tuple[str, tuple], float]:
+    """What /metrics serves: the kept history plus the loop state's running totals."""
+    totals = LoopState.load(settings).totals
+    return _samples(render_metrics(STATUS, history.records(), totals=totals))
+
+
+def _monotonic(samples: dict[tuple[str, tuple], float]) -> dict[tuple[str, tuple], float]:
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    return {k: v for k, v in samples.items() if k[0].endswith(suffixes)}
+
+
+def _append(history: History, n: int, result: str, duration_s: float) -> None:
+    history.append(
+        Record(revision=f"{n:040x}", trigger="poll", result=result, duration_s=duration_s)  # type: ignore[arg-type]
+    )
+
+
+def test_counters_never_decrease_across_scrapes_when_old_records_fall_off_the_history(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    history = History(settings, max_records=5)
+    for n in range(5):
+        _append(history, n, "failed", 3.0)
+    first = _monotonic(_scrape(settings, history))
+    # Five new outcomes push every failed record out of the kept history.
+    for n in range(5, 10):
+        _append(history, n, "applied", 0.2)
+    assert all(r["result"] == "applied" for r in history.records())
+
+    second = _monotonic(_scrape(settings, history))
+
+    assert first.keys() == second.keys()
+    assert {k: (first[k], second[k]) for k in first if second[k] < first[k]} == {}
+    assert second[("reconciler_reconciles_total", (("result", "failed"),))] == 5
+    assert second[("reconciler_reconciles_total", (("result", "applied"),))] == 5
+    assert second[("reconciler_reconcile_duration_seconds_count", ())] == 10
+    assert second[("reconciler_reconcile_duration_seconds_sum", ())] == 16.0
+    assert second[("reconciler_reconcile_duration_seconds_bucket", (("le", "0.25"),))] == 5
+
+
+def test_counters_keep_counting_past_the_200_record_history_and_still_parse(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    history = History(settings)
+    for n in range(260):
+        _append(history, n, "applied" if n % 2 else "drift-fixed", 0.4)
+    text = render_metrics(STATUS, history.records(), totals=LoopState.load(settings).totals)
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    samples = _samples(text)
+    assert len(history.records()) == 200
+    assert families["reconciler_reconciles"] == "counter"
+    assert families["reconciler_reconcile_duration_seconds"] == "histogram"
+    assert samples[("reconciler_reconciles_total", (("result", "applied"),))] == 130
+    assert samples[("reconciler_reconciles_total", (("result", "drift-fixed"),))] == 130
+    assert samples[("reconciler_reconcile_duration_seconds_bucket", (("le", "+Inf"),))] == 260
+
+
+def test_totals_and_history_fallback_give_the_same_exposition_for_the_same_reconciles() -> None:
+    totals = ReconcileTotals.from_records(HISTORY)
+    assert render_metrics(STATUS, HISTORY, totals=totals) == render_metrics(STATUS, HISTORY)
+
+
+def test_a_totals_file_missing_some_buckets_still_gives_cumulative_buckets() -> None:
+    totals = ReconcileTotals(
+        results={"applied": 3}, duration_buckets={"0.5": 2}, duration_sum_s=1.0, duration_count=3
+    )
+    samples = _samples(render_metrics(STATUS, [], totals=totals))
+    bucket = "reconciler_reconcile_duration_seconds_bucket"
+    assert samples[(bucket, (("le", "0.25"),))] == 0
+    assert samples[(bucket, (("le", "1"),))] == 2
+    assert samples[(bucket, (("le", "+Inf"),))] == 3
+    assert samples[("reconciler_reconcile_duration_seconds_count", ())] == 3
