@@ -4,6 +4,10 @@ Four steps, each with a verdict and, on failure, what to fix: DNS resolution, tr
 (TCP, TLS with certificate checks, or UDP reachability), a SIP OPTIONS round trip, and a REGISTER
 with digest authentication followed by an unregister (Expires: 0). A small SIP client over plain
 sockets: the messages are few and simple, and the point is to see exactly what the provider says.
+
+The test REGISTER uses the PBX's own account, so on a provider that keeps one binding per account
+it replaces the PBX's binding and the unregister removes it. `restore_pbx_registration` then makes
+the PBX's Asterisk register again (through an AsteriskClient) and waits until it is registered.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
+
+from reconciler.errors import ReconcilerError
+from reconciler.parsers import Registration, parse_registrations
 
 USER_AGENT = "asterisk-gitops check-provider"
 T1 = 0.5  # RFC 3261 Timer T1: first UDP retransmission interval
@@ -26,6 +34,7 @@ T1 = 0.5  # RFC 3261 Timer T1: first UDP retransmission interval
 
 class Verdict(StrEnum):
     PASS = "PASS"
+    WARN = "WARN"  # not a failure: something to know or do by hand
     FAIL = "FAIL"
     SKIP = "SKIP"
 
@@ -569,4 +578,135 @@ def all_passed(steps: list[Step]) -> bool:
     """True when no step failed (skipped-by-configuration steps are fine)."""
     return all(s.verdict is not Verdict.FAIL for s in steps) and not any(
         s.verdict is Verdict.SKIP and s.detail.startswith("not run") for s in steps
+    )
+
+
+def register_was_sent(steps: list[Step]) -> bool:
+    """True when the REGISTER step ran (passed or failed): the provider may hold our test binding."""
+    return any(s.name == "REGISTER" and s.verdict is not Verdict.SKIP for s in steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoring the PBX's own registration after the test REGISTER
+
+
+RESTORE_TIMEOUT_S = 15.0
+RESTORE_POLL_S = 0.5
+
+
+class AsteriskCli(Protocol):
+    """What the restore step needs of `reconciler.asterisk.AsteriskClient`."""
+
+    container_name: str
+
+    def run(self, *commands: str) -> list[str]: ...
+
+
+def registration_name(provider: str) -> str:
+    """The rendered name of the PBX's outbound registration with `provider` (templates/pjsip.conf.j2)."""
+    return f"{provider}-reg"
+
+
+def _find_registration(output: str, name: str) -> Registration | None:
+    return next((r for r in parse_registrations(output) if r.name == name), None)
+
+
+def _new_attempt_seen(before: Registration, now: Registration) -> bool:
+    """Whether `now` shows a registration attempt made after `before` was read.
+
+    `send register` unregisters first (`Unregistered`, seen for about a second); a state other
+    than the one before is news too; and every answer restarts the expiry (`exp. Ns`: the
+    registration's lifetime, or the time until the retry after a rejection), which otherwise only
+    counts down.
+    """
+    if now.status == "Unregistered" or now.status != before.status:
+        return True
+    return now.expires_s is not None and before.expires_s is not None and now.expires_s > before.expires_s
+
+
+def _manual_restore_fix(provider: str, container: str) -> str:
+    command = f'asterisk -rx "pjsip send register {registration_name(provider)}"'
+    return (
+        f"make the PBX register again: `docker exec {container} {command}` (or `{command}` inside "
+        "it), then `reconciler status` shows whether the provider accepted it"
+    )
+
+
+def restore_pbx_registration(
+    client: AsteriskCli,
+    provider: str,
+    timeout_s: float = RESTORE_TIMEOUT_S,
+    poll_s: float = RESTORE_POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Step:
+    """Make the PBX send a fresh REGISTER to `provider` and wait until Asterisk says `Registered`.
+
+    Needed after a test REGISTER with the PBX's account: a provider with one binding per account
+    (max_contacts = 1) has replaced the PBX's binding with the test's, and the unregister removed
+    it, while Asterisk still shows `Registered` until its next refresh. `pjsip send register`
+    unregisters and registers again; its outcome counts only once a new attempt was seen (see
+    `_new_attempt_seen`): the old `Registered` proves nothing, and neither does an old `Rejected`.
+
+    WARN (not a failure) when the PBX's Asterisk cannot be reached; SKIP when the PBX keeps no
+    registration with this provider; FAIL when it is not registered again within `timeout_s`.
+    """
+    name = registration_name(provider)
+    container = client.container_name
+    fix = _manual_restore_fix(provider, container)
+    try:
+        (before_output,) = client.run("pjsip show registrations")
+    except ReconcilerError as exc:
+        return Step(
+            "restore",
+            Verdict.WARN,
+            f"cannot reach the PBX's Asterisk ({exc.message}): if {provider} keeps one binding per "
+            "account, the test REGISTER replaced the PBX's and the PBX stays unregistered there until "
+            "its next refresh",
+            fix + "; pass --container NAME to let check-provider do it",
+        )
+    before = _find_registration(before_output, name)
+    if before is None:
+        return Step(
+            "restore",
+            Verdict.SKIP,
+            f"the PBX ({container}) keeps no registration {name}: nothing to restore",
+        )
+    started = clock()
+    deadline = started + timeout_s
+    refreshed = False
+    current: Registration | None = before
+    try:
+        _, output = client.run(f"pjsip send register {name}", "pjsip show registrations")
+        while True:
+            current = _find_registration(output, name)
+            if current is not None:
+                refreshed = refreshed or _new_attempt_seen(before, current)
+                if refreshed and current.status == "Registered":
+                    return Step(
+                        "restore",
+                        Verdict.PASS,
+                        f"the PBX re-registered to {provider} ({clock() - started:.1f} s)",
+                    )
+                if refreshed and current.status == "Rejected":
+                    break  # the attempt is over: Asterisk retries later (or never, on bad credentials)
+            if clock() >= deadline:
+                break
+            sleep(poll_s)
+            (output,) = client.run("pjsip show registrations")
+    except ReconcilerError as exc:
+        return Step(
+            "restore", Verdict.FAIL, f"lost the PBX's Asterisk while re-registering: {exc.message}", fix
+        )
+    if current is None:
+        state = "gone"
+    elif not refreshed:
+        state = f"still the old {current.status} (no new REGISTER seen)"
+    else:
+        state = f"{current.status}" + (f" ({current.detail})" if current.detail else "")
+    return Step(
+        "restore",
+        Verdict.FAIL,
+        f"the PBX's registration with {provider} is {state} after {clock() - started:.1f} s",
+        fix,
     )

@@ -219,12 +219,28 @@ def check_provider(
     ca_file: Path | None = typer.Option(
         None, "--ca-file", help="Extra CA certificate (PEM) for a TLS provider."
     ),
+    container: str | None = typer.Option(
+        None, "--container", help="The PBX's Asterisk container, re-registered after the test."
+    ),
+    no_restore: bool = typer.Option(
+        False, "--no-restore", help="Do not make the PBX register again after the test REGISTER."
+    ),
 ) -> None:
     """Test the connection to a provider step by step: DNS, connect (TLS certificate), OPTIONS,
-    REGISTER with the configured credentials (then unregister). Exit 0 when all pass, 1 otherwise."""
-    from reconciler.sipcheck import Step, all_passed, run_checks
+    REGISTER with the configured credentials (then unregister), then make the PBX register again
+    (the test may have replaced its binding). Exit 0 when all pass, 1 otherwise."""
+    from reconciler.asterisk import AsteriskClient
+    from reconciler.sipcheck import (
+        Step,
+        Verdict,
+        all_passed,
+        register_was_sent,
+        registration_name,
+        restore_pbx_registration,
+        run_checks,
+    )
 
-    settings = _settings(desired_dir=directory, env_file=env_file)
+    settings = _settings(container, desired_dir=directory, env_file=env_file)
     target = _provider_target(name, settings, ca_file)
     console = Console(highlight=False)
     console.print(
@@ -241,6 +257,22 @@ def check_provider(
             console.print(Text(f"{'':17}fix: {step.fix}", style="yellow"), soft_wrap=True)
 
     steps = run_checks(target, timeout=timeout, on_step=show)
+    if register_was_sent(steps):
+        if no_restore:
+            restore = Step(
+                "restore",
+                Verdict.SKIP,
+                f"--no-restore: if {target.name} keeps one binding per account, the PBX is not registered "
+                f'there until it refreshes; `asterisk -rx "pjsip send register '
+                f'{registration_name(target.name)}"` in the PBX fixes it now',
+            )
+        else:
+            client = AsteriskClient(
+                settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
+            )
+            restore = restore_pbx_registration(client, target.name)
+        steps.append(restore)
+        show(restore)
     raise typer.Exit(EXIT_OK if all_passed(steps) else EXIT_ERROR)
 
 

@@ -1,7 +1,7 @@
 """`reconciler check-provider` against the fake provider (a second Asterisk), through the real CLI.
 
-The module's PBX is started but never applied: check-provider's REGISTER would replace the PBX's
-own trunk binding on the fake provider (max_contacts = 1), so it gets a stack of its own.
+The module's PBX is started but never applied, so it keeps no registration and the restore step
+has nothing to do; test_observe_check_provider_restore.py checks the restore against an applied PBX.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from tests.harness.containers import PbxStack
 pytestmark = pytest.mark.integration
 
 
-def check_provider(stack: PbxStack, desired: Path, **secrets: str) -> subprocess.CompletedProcess[str]:
+def check_provider(
+    stack: PbxStack, desired: Path, container: str | None = None, **secrets: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         **stack.secrets,
@@ -40,6 +42,8 @@ def check_provider(stack: PbxStack, desired: Path, **secrets: str) -> subprocess
             str(desired),
             "--timeout",
             "3",
+            "--container",
+            container or stack.pbx.name,
         ],
         env=env,
         capture_output=True,
@@ -61,6 +65,18 @@ def test_good_credentials_pass_every_step(pbx_stack: PbxStack) -> None:
     assert "200 OK after digest authentication" in _line(proc.stdout, "REGISTER")
     # the test binding is gone again: the provider holds no contact for the trunk user
     assert not pbx_stack.provider.trunk_registered()
+    restore = _line(proc.stdout, "restore")
+    assert restore.startswith("SKIP") and "keeps no registration fake_provider-reg" in restore, restore
+
+
+def test_an_unreachable_pbx_container_is_a_warning_that_says_how_to_re_register(pbx_stack: PbxStack) -> None:
+    missing = f"{pbx_stack.pbx.name}-missing"
+    proc = check_provider(pbx_stack, pbx_stack.desired_dir, container=missing)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    restore = _line(proc.stdout, "restore")
+    assert restore.startswith("WARN") and f"{missing!r} does not exist" in restore, proc.stdout
+    assert "one binding per account" in restore
+    assert 'asterisk -rx "pjsip send register fake_provider-reg"' in proc.stdout
 
 
 def test_wrong_password_fails_at_the_register_step_and_names_the_secret(pbx_stack: PbxStack) -> None:
@@ -70,6 +86,7 @@ def test_wrong_password_fails_at_the_register_step_and_names_the_secret(pbx_stac
     assert _line(proc.stdout, "REGISTER").startswith("FAIL")
     assert "after authentication" in _line(proc.stdout, "REGISTER")
     assert "the password for fake_provider is wrong: check PROVIDER_PASSWORD" in proc.stdout
+    assert _line(proc.stdout, "restore").startswith("SKIP")  # a REGISTER was sent: restore was tried
     assert "Wrong-Passw0rd-for-test" not in proc.stdout + proc.stderr
 
 
@@ -90,6 +107,7 @@ def test_closed_port_fails_at_the_connect_step(pbx_stack: PbxStack, tmp_path: Pa
     assert connect.startswith("FAIL") and "nothing listens" in connect, proc.stdout
     assert _line(proc.stdout, "OPTIONS").startswith("SKIP")
     assert _line(proc.stdout, "REGISTER").startswith("SKIP")
+    assert "restore" not in proc.stdout  # no REGISTER was sent: nothing to restore
 
 
 def test_unknown_provider_name_is_an_error_with_the_known_names(pbx_stack: PbxStack) -> None:
