@@ -343,7 +343,8 @@ class Reconciler:
             # Problems name the exported snapshot; a person knows the file as desired/<name>.
             for prefix in (str(attempt.snapshot.path.resolve()), str(attempt.snapshot.path)):
                 text = text.replace(prefix, attempt.snapshot.display_path)
-        return text
+        # Masked here, before the reason is saved in the loop state or the history.
+        return plan.mask(text, attempt.secrets)
 
     def _finalize(self, attempt: _Attempt, outcome: Outcome, started_at: str, duration: float) -> Outcome:
         """Write the history record and the one log line: the only place status is written."""
