@@ -90,7 +90,8 @@ def split_outputs(text: str, separator: str) -> list[str]:
     return parts[:-1] if len(parts) > 1 else parts
 
 
-def _rx(command: str) -> str:
+def rx_command(command: str) -> str:
+    """A shell step that runs one Asterisk CLI command, for `AsteriskClient.run_steps`."""
     return f"asterisk -rx {shlex.quote(command)} 2>&1"
 
 
@@ -200,7 +201,7 @@ class AsteriskClient:
 
     def run(self, *commands: str) -> list[str]:
         """Run Asterisk CLI `commands` (`asterisk -rx`) in one exec; return each one's output."""
-        return list(self.run_steps([_rx(c) for c in commands]).outputs)
+        return list(self.run_steps([rx_command(c) for c in commands]).outputs)
 
     # --- managed files --------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class AsteriskClient:
         """The managed `*.conf` and `state.json` files, and the outputs of `commands`, in ONE exec."""
         file_sep = f"--8<-- file-{_random.token_hex(8)} --8<--"
         steps = [f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step()}"]
-        steps += [_rx(c) for c in commands]
+        steps += [rx_command(c) for c in commands]
         outputs = self.run_steps(steps).outputs
         # A file whose content has no trailing newline is still returned byte for byte:
         # split_outputs removes exactly the "\n" the loop added before each separator.
@@ -242,7 +243,7 @@ class AsteriskClient:
         """
         tries = max(1, int(timeout_s / 0.1))
         return (
-            f"i=0; until {_rx('core waitfullybooted')} | grep -q 'fully booted'; do "
+            f"i=0; until {rx_command('core waitfullybooted')} | grep -q 'fully booted'; do "
             f"i=$((i+1)); [ $i -ge {tries} ] && break; sleep 0.1; done; true"
         )
 
@@ -263,7 +264,7 @@ class AsteriskClient:
             self._boot_wait_step(boot_timeout_s),
             f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step()}",
             marker_step,
-            _rx("dialplan show revision@gitops-meta"),
+            rx_command("dialplan show revision@gitops-meta"),
         ]
         outputs = self.run_steps(steps).outputs[1:]
         files = self._parse_files(outputs[0], file_sep)
@@ -396,10 +397,10 @@ class AsteriskClient:
         if restart:
             steps.append(self._restart_script(restart_timeout_s))
         else:
-            steps += [_rx(c) for c in commands]
+            steps += [rx_command(c) for c in commands]
         steps.append(self._flush_barrier_script())
         steps.append(f"tail -c +$((OFF+1)) {log} 2>/dev/null")
-        steps += [_rx(q) for q in queries]
+        steps += [rx_command(q) for q in queries]
         outputs = list(self.run_steps(steps).outputs)
         if files or remove:
             swap = outputs.pop(0)
@@ -440,7 +441,7 @@ class AsteriskClient:
         log = shlex.quote(self.log_path)
         tries = int(LOG_FLUSH_TIMEOUT_S / 0.005)
         return (
-            f"{_rx(BARRIER_COMMAND)} >/dev/null; "
+            f"{rx_command(BARRIER_COMMAND)} >/dev/null; "
             f"i=0; while [ $i -lt {tries} ]; do "
             f"tail -c +$((OFF+1)) {log} 2>/dev/null | grep -qF {shlex.quote(LOG_BARRIER)} && "
             "{ echo flushed; break; }; sleep 0.005; i=$((i+1)); done"
@@ -450,18 +451,19 @@ class AsteriskClient:
         """Shell: `core restart gracefully`, wait until this is a NEW Asterisk, fully booted."""
         tries = int(timeout_s / 0.1)
         up = "core show uptime seconds"
+        booted = f'{rx_command("core waitfullybooted")} | grep -q "fully booted"'
         return (
-            f"BEFORE=$({_rx(up)} | sed -n 's/^System uptime: \\([0-9]*\\).*/\\1/p'); "
-            f"{_rx('core restart gracefully')}; "
+            f"BEFORE=$({rx_command(up)} | sed -n 's/^System uptime: \\([0-9]*\\).*/\\1/p'); "
+            f"{rx_command('core restart gracefully')}; "
             "DOWN=0; OK=0; i=0; "
             f"while [ $i -lt {tries} ]; do "
-            f"OUT=$({_rx(up)}); "
+            f"OUT=$({rx_command(up)}); "
             f'case "$OUT" in *"{UNREACHABLE_MARKER}"*) DOWN=1 ;; '
             '*) NOW=$(printf "%s" "$OUT" | sed -n "s/^System uptime: \\([0-9]*\\).*/\\1/p"); '
             'if [ -n "$NOW" ] && { [ $DOWN = 1 ] || [ "$NOW" -lt "${BEFORE:-0}" ]; }; '
             "then OK=1; break; fi ;; "
             "esac; sleep 0.1; i=$((i+1)); done; "
-            f'if [ $OK = 1 ] && {_rx("core waitfullybooted")} | grep -q "fully booted"; then echo restarted; '
+            f"if [ $OK = 1 ] && {booted}; then echo restarted; "
             "else echo not-restarted; fi"
         )
 
@@ -491,7 +493,7 @@ class AsteriskClient:
         tries = max(1, int(timeout_s / 0.1))
         script = (
             f"i=0; while [ $i -lt {tries} ]; do "
-            f'{_rx("core waitfullybooted")} | grep -q "fully booted" && {{ echo booted; break; }}; '
+            f'{rx_command("core waitfullybooted")} | grep -q "fully booted" && {{ echo booted; break; }}; '
             "sleep 0.1; i=$((i+1)); done"
         )
         out = self.run_steps([script]).outputs[0]

@@ -11,40 +11,20 @@ import json
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from reconciler import parsers
+from reconciler.asterisk import rx_command
 from reconciler.errors import ReconcilerError
 from reconciler.model import rev12
 from reconciler.settings import Settings
+from reconciler.verdict import Finding as Check
+from reconciler.verdict import Verdict
 
 MARKER_PREFIX = "gitops-rev-"
 _RTP = re.compile(r"Port start:\s*(\d+).*?Port end:\s*(\d+)", re.S)
 _MARKER_NOOP = re.compile(r"NoOp\(([0-9a-f]{6,})\)")
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"
-    WARN = "WARN"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One troubleshooting check: what was looked at, what was found, and how to fix it."""
-
-    name: str
-    verdict: Verdict
-    detail: str
-    fix: str | None = None
-
-
-def _rx(command: str) -> str:
-    return f"asterisk -rx {shlex.quote(command)} 2>&1"
 
 
 def _desired_state(settings: Settings) -> Any:
@@ -143,13 +123,13 @@ def _exec_queries(client: Any, settings: Settings, numbers: list[str]) -> dict[s
     state_file = shlex.quote(f"{settings.managed_dir.rstrip('/')}/state.json")
     steps = [
         f"cat {state_file} 2>/dev/null",
-        _rx("pjsip show registrations"),
-        _rx("pjsip show endpoints"),
-        _rx("pjsip show transports"),
-        _rx("rtp show settings"),
-        _rx("dialplan show revision@gitops-meta"),
+        rx_command("pjsip show registrations"),
+        rx_command("pjsip show endpoints"),
+        rx_command("pjsip show transports"),
+        rx_command("rtp show settings"),
+        rx_command("dialplan show revision@gitops-meta"),
     ]
-    steps += [_rx(f"dialplan show {n}@internal") for n in numbers]
+    steps += [rx_command(f"dialplan show {n}@internal") for n in numbers]
     out = client.run_steps(steps).outputs
     return {
         "state": out[0],

@@ -22,31 +22,15 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 from reconciler.errors import ReconcilerError
 from reconciler.parsers import Registration, parse_registrations
+from reconciler.verdict import Finding as Step
+from reconciler.verdict import Verdict
 
 USER_AGENT = "asterisk-gitops check-provider"
 T1 = 0.5  # RFC 3261 Timer T1: first UDP retransmission interval
-
-
-class Verdict(StrEnum):
-    PASS = "PASS"
-    WARN = "WARN"  # not a failure: something to know or do by hand
-    FAIL = "FAIL"
-    SKIP = "SKIP"
-
-
-@dataclass(frozen=True)
-class Step:
-    """The outcome of one check step; `fix` says what to do when it failed."""
-
-    name: str
-    verdict: Verdict
-    detail: str
-    fix: str | None = None
 
 
 @dataclass(frozen=True)

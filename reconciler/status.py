@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import parsers
+from reconciler.asterisk import rx_command
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
 from reconciler.history import History, LoopState, last_good_dir
 from reconciler.metrics import to_epoch
@@ -34,10 +35,6 @@ MAX_USER_AGENT_LOOKUPS = 64  # beyond this many online phones, skip user agents 
 _URI_HOSTPORT = re.compile(r"^sips?:(?:[^@;]*@)?(?P<hostport>\[[^\]]+\](?::\d+)?|[^;>?]+)")
 _UPTIME = re.compile(r"System uptime:\s*(\d+)")
 _FIELD = re.compile(r"^\s*(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
-
-
-def _rx(command: str) -> str:
-    return f"asterisk -rx {shlex.quote(command)} 2>&1"
 
 
 def contact_address(uri: str) -> str:
@@ -123,9 +120,9 @@ def query_asterisk(client: Any) -> dict[str, Any]:
     outputs = client.run_steps(
         [
             f"cat {state_file} 2>/dev/null",
-            _rx("pjsip show registrations"),
-            _rx("pjsip show endpoints"),
-            _rx("core show uptime seconds"),
+            rx_command("pjsip show registrations"),
+            rx_command("pjsip show endpoints"),
+            rx_command("core show uptime seconds"),
         ]
     ).outputs
     state_text, registrations, endpoints, uptime = outputs
