@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from reconciler.errors import ValidationFailed
+from reconciler.load import load_desired
 from reconciler.settings import REPO_ROOT, Settings
 
 SAMPLE_DIR = REPO_ROOT / "desired"
@@ -33,3 +37,18 @@ class CliResult:
     code: int
     stdout: str
     stderr: str
+
+
+def edit(sample: Path, name: str, old: str, new: str) -> None:
+    """Replace the first `old` in `sample/name` with `new` (and fail if `old` is not there)."""
+    path = sample / name
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {name}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def problems(sample: Path) -> list[str]:
+    """The problem lines `load_desired(sample)` raises (fails if it loads)."""
+    with pytest.raises(ValidationFailed) as info:
+        load_desired(sample)
+    return [str(p) for p in info.value.problems]

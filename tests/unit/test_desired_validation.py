@@ -8,19 +8,7 @@ import pytest
 
 from reconciler.errors import ValidationFailed
 from reconciler.load import load_desired
-
-
-def edit(sample: Path, name: str, old: str, new: str) -> None:
-    path = sample / name
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {name}"
-    path.write_text(text.replace(old, new, 1))
-
-
-def problems(sample: Path) -> list[str]:
-    with pytest.raises(ValidationFailed) as info:
-        load_desired(sample)
-    return [str(p) for p in info.value.problems]
+from tests.unit.desired_support import edit, problems
 
 
 def test_the_sample_is_valid_without_any_secret_values(sample: Path) -> None:

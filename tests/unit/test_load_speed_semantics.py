@@ -8,21 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import ValidationFailed
 from reconciler.load import load_desired
-
-
-def edit(sample: Path, name: str, old: str, new: str) -> None:
-    path = sample / name
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {name}"
-    path.write_text(text.replace(old, new, 1))
-
-
-def problems(sample: Path) -> list[str]:
-    with pytest.raises(ValidationFailed) as info:
-        load_desired(sample)
-    return [str(p) for p in info.value.problems]
+from tests.unit.desired_support import edit, problems
 
 
 @pytest.mark.parametrize("word", ["yes", "No", "on", "OFF", "y", "n"])
