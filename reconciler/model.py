@@ -378,6 +378,11 @@ def field_name(path: Path) -> str:
     return out
 
 
+def _unknown_provider(path: Path, name: str, providers: Iterable[str]) -> Issue:
+    known = ", ".join(sorted(providers)) or "none defined"
+    return Issue(path, f"no provider named {name!r} (known: {known})")
+
+
 def cross_check(
     state: DesiredState,
     index: dict[tuple[str, int], int] | None = None,
@@ -413,10 +418,7 @@ def cross_check(
     prefixes: dict[str, Path] = {}
     for i, r in enumerate(state.outbound):
         if r.provider not in providers:
-            known = ", ".join(sorted(providers)) or "none defined"
-            issues.append(
-                Issue(at("outbound", i, "provider"), f"no provider named {r.provider!r} (known: {known})")
-            )
+            issues.append(_unknown_provider(at("outbound", i, "provider"), r.provider, providers))
         if r.prefix is not None:
             path = at("outbound", i, "prefix")
             if r.prefix in prefixes:
@@ -443,10 +445,7 @@ def cross_check(
     seen_did: dict[tuple[str, str], Path] = {}
     for i, r in enumerate(state.inbound):
         if r.provider not in providers:
-            known = ", ".join(sorted(providers)) or "none defined"
-            issues.append(
-                Issue(at("inbound", i, "provider"), f"no provider named {r.provider!r} (known: {known})")
-            )
+            issues.append(_unknown_provider(at("inbound", i, "provider"), r.provider, providers))
         if r.to not in known_numbers:
             issues.append(Issue(at("inbound", i, "to"), f"no extension {r.to!r}"))
         key = (r.provider, r.did)
