@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +22,18 @@ from typing import Any
 
 from reconciler import plan as plan_mod
 from reconciler import render
-from reconciler.asterisk import AsteriskClient, LiveMarkers, ReloadResult, aor_found, dialplan_revision
+from reconciler.asterisk import AsteriskClient, LiveMarkers, ReloadResult
 from reconciler.errors import ApplyFailed
-from reconciler.model import rev12
+from reconciler.markers import (
+    DIALPLAN_QUERY,
+    aor_found,
+    declared_dialplan_rev12,
+    declared_pjsip_rev12,
+    dialplan_revision,
+    pjsip_marker,
+    pjsip_marker_query,
+    rev12,
+)
 from reconciler.parsers import (
     LogProblem,
     parse_dialplan,
@@ -159,14 +167,6 @@ class _Expectations:
     mailboxes: frozenset[str]
 
 
-def declared_pjsip_rev12(pjsip_conf: str | None) -> str | None:
-    """The rev12 of the `[gitops-rev-<rev12>]` marker AOR a managed pjsip.conf declares."""
-    if not pjsip_conf:
-        return None
-    match = re.search(r"^\[gitops-rev-([0-9A-Za-z]+)\]", pjsip_conf, re.M)
-    return match[1] if match else None
-
-
 def _expectations(state: Any, on_disk: Mapping[str, str]) -> _Expectations:
     endpoints = {e.number for e in state.extensions} | {p.name for p in state.providers}
     emergency = sorted({n for route in state.outbound for n in (route.numbers or [])})
@@ -185,9 +185,9 @@ def verification_queries(exp: _Expectations, files: Iterable[str], restarted: bo
     files = set(files)
     queries: list[str] = []
     if restarted or "pjsip.conf" in files:
-        queries += [f"pjsip show aor gitops-rev-{exp.pjsip_rev12}", "pjsip list endpoints"]
+        queries += [pjsip_marker_query(exp.pjsip_rev12 or ""), "pjsip list endpoints"]
     if restarted or "extensions.conf" in files:
-        queries.append("dialplan show revision@gitops-meta")
+        queries.append(DIALPLAN_QUERY)
         queries += [f"dialplan show {n}@internal" for n in exp.emergency]
     if (restarted or "voicemail.conf" in files) and exp.mailboxes:
         queries.append("voicemail show users")
@@ -198,9 +198,9 @@ def verify(exp: _Expectations, queries: Sequence[str], outputs: Sequence[str]) -
     """Judge the answers to `verification_queries`."""
     checks: list[Check] = []
     for query, out in zip(queries, outputs, strict=True):
-        if query.startswith("pjsip show aor gitops-rev-"):
+        if query == pjsip_marker_query(exp.pjsip_rev12 or ""):
             ok = exp.pjsip_rev12 is not None and aor_found(out, exp.pjsip_rev12)
-            name = f"pjsip.conf live (aor gitops-rev-{exp.pjsip_rev12})"
+            name = f"pjsip.conf live (aor {pjsip_marker(exp.pjsip_rev12 or '')})"
             checks.append(Check(name, ok, "" if ok else "not found"))
         elif query == "pjsip list endpoints":
             live = set(parse_endpoint_list(out))
@@ -215,7 +215,7 @@ def verify(exp: _Expectations, queries: Sequence[str], outputs: Sequence[str]) -
                 if part
             )
             checks.append(Check(f"endpoints ({len(exp.endpoints)})", not missing and not extra, detail))
-        elif query == "dialplan show revision@gitops-meta":
+        elif query == DIALPLAN_QUERY:
             live_rev = dialplan_revision(out)
             ok = live_rev is not None and live_rev == exp.dialplan_rev12
             name = f"dialplan live (revision {exp.dialplan_rev12})"
@@ -317,14 +317,6 @@ class ManagedFilesTransaction:
 
 
 # --- apply --------------------------------------------------------------------------------------
-
-
-def declared_dialplan_rev12(extensions_conf: str | None) -> str | None:
-    """The rev12 that a managed extensions.conf declares in `exten => revision,1,NoOp(<rev12>)`."""
-    if not extensions_conf:
-        return None
-    match = re.search(r"^exten\s*=>\s*revision\s*,\s*1\s*,\s*NoOp\(([0-9A-Za-z]+)\)", extensions_conf, re.M)
-    return match[1] if match else None
 
 
 def runs_files_on_disk(markers: LiveMarkers, live_files: Mapping[str, str]) -> bool:

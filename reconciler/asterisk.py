@@ -21,6 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
+from reconciler.markers import (
+    DIALPLAN_QUERY,
+    PJSIP_MARKER_SED,
+    aor_found,
+    dialplan_revision,
+    pjsip_marker_query,
+)
 
 UNREACHABLE_MARKER = "Unable to connect to remote asterisk"
 MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
@@ -70,17 +77,6 @@ class LiveMarkers:
     pjsip_rev12: str | None
     pjsip_declared: str | None
     dialplan_rev12: str | None
-
-
-def aor_found(output: str, rev12: str) -> bool:
-    """Whether `pjsip show aor gitops-rev-<rev12>` found the marker AOR."""
-    return "Unable to find object" not in output and f"gitops-rev-{rev12}" in output
-
-
-def dialplan_revision(output: str) -> str | None:
-    """The rev12 in the `NoOp(<rev12>)` of `dialplan show revision@gitops-meta`, if any."""
-    match = re.search(r"'revision' =>\s+1\. NoOp\(([0-9A-Za-z]+)\)", output)
-    return match[1] if match else None
 
 
 def split_outputs(text: str, separator: str) -> list[str]:
@@ -256,15 +252,17 @@ class AsteriskClient:
         """
         file_sep = f"--8<-- file-{_random.token_hex(8)} --8<--"
         pjsip = shlex.quote(posixpath.join(self.managed_dir, "pjsip.conf"))
+        # R holds only revision characters (the sed class), so it is safe inside double quotes.
+        sed = shlex.quote("s/" + PJSIP_MARKER_SED + "/\\1/p")
         marker_step = (
-            f"R=$(sed -n 's/^\\[gitops-rev-\\([0-9A-Za-z]*\\)\\].*/\\1/p' {pjsip} 2>/dev/null | head -n 1); "
-            'echo "$R"; if [ -n "$R" ]; then asterisk -rx "pjsip show aor gitops-rev-$R" 2>&1; fi'
+            f"R=$(sed -n {sed} {pjsip} 2>/dev/null | head -n 1); "
+            f'echo "$R"; if [ -n "$R" ]; then asterisk -rx "{pjsip_marker_query("$R")}" 2>&1; fi'
         )
         steps = [
             self._boot_wait_step(boot_timeout_s),
             f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step()}",
             marker_step,
-            rx_command("dialplan show revision@gitops-meta"),
+            rx_command(DIALPLAN_QUERY),
         ]
         outputs = self.run_steps(steps).outputs[1:]
         files = self._parse_files(outputs[0], file_sep)

@@ -17,14 +17,19 @@ from typing import Any
 from reconciler import parsers
 from reconciler.asterisk import rx_command
 from reconciler.errors import ReconcilerError
-from reconciler.model import rev12
+from reconciler.markers import (
+    DIALPLAN_QUERY,
+    aor_found,
+    dialplan_revision,
+    pjsip_marker,
+    pjsip_marker_query,
+    rev12,
+)
 from reconciler.settings import Settings
 from reconciler.verdict import Finding as Check
 from reconciler.verdict import Verdict
 
-MARKER_PREFIX = "gitops-rev-"
 _RTP = re.compile(r"Port start:\s*(\d+).*?Port end:\s*(\d+)", re.S)
-_MARKER_NOOP = re.compile(r"NoOp\(([0-9a-f]{6,})\)")
 
 
 def _desired_state(settings: Settings) -> Any:
@@ -127,7 +132,7 @@ def _exec_queries(client: Any, settings: Settings, numbers: list[str]) -> dict[s
         rx_command("pjsip show endpoints"),
         rx_command("pjsip show transports"),
         rx_command("rtp show settings"),
-        rx_command("dialplan show revision@gitops-meta"),
+        rx_command(DIALPLAN_QUERY),
     ]
     steps += [rx_command(f"dialplan show {n}@internal") for n in numbers]
     out = client.run_steps(steps).outputs
@@ -169,14 +174,12 @@ def _managed_config_check(raw: dict[str, Any], marker_out: str | None) -> Check:
             "apply the desired state: `reconciler apply` (or start `reconciler watch`)",
         )
     r12 = rev12(str(live["revision"]))
-    meta = _MARKER_NOOP.search(raw["meta"])
+    meta = dialplan_revision(raw["meta"])
     problems = []
-    if marker_out is not None and (
-        f"{MARKER_PREFIX}{r12}" not in marker_out or "Unable to find object" in marker_out
-    ):
-        problems.append(f"PJSIP has no marker AOR {MARKER_PREFIX}{r12}")
-    if not meta or meta.group(1) != r12:
-        problems.append(f"dialplan marker is {meta.group(1) if meta else 'missing'}")
+    if marker_out is not None and not aor_found(marker_out, r12):
+        problems.append(f"PJSIP has no marker AOR {pjsip_marker(r12)}")
+    if meta != r12:
+        problems.append(f"dialplan marker is {meta or 'missing'}")
     if problems:
         return Check(
             "managed config loaded",
@@ -402,7 +405,7 @@ def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = No
         except ValueError:
             live = None
         if live and live.get("revision"):
-            marker_out = client.run(f"pjsip show aor {MARKER_PREFIX}{rev12(str(live['revision']))}")[0]
+            marker_out = client.run(pjsip_marker_query(rev12(str(live["revision"]))))[0]
     except AsteriskUnavailable as exc:
         add(
             Check("Asterisk answers", Verdict.FAIL, exc.message, exc.hint),

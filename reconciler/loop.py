@@ -30,7 +30,7 @@ from reconciler.apply import STATE_FILE, apply_desired, parse_live_state, runs_f
 from reconciler.asterisk import AsteriskClient, LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.history import History, LoopState, Record, Result
-from reconciler.model import rev12
+from reconciler.markers import rev12
 from reconciler.settings import Settings
 from reconciler.sources import Snapshot, Source
 

@@ -455,8 +455,3 @@ def cross_check(
             )
         seen_did.setdefault(key, at("inbound", i, "did"))
     return issues
-
-
-def rev12(revision: str) -> str:
-    """The short revision used in markers: 12 characters, without a `sha256:` prefix."""
-    return revision.removeprefix("sha256:")[:12]

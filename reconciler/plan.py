@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.confparse import Section, parse_conf
+from reconciler.markers import DIALPLAN_CONTEXT, DIALPLAN_EXTEN, PJSIP_MARKER_PREFIX
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter "secrets" (a user name like "42") would mask unrelated text
@@ -28,9 +29,9 @@ RELOAD_COMMANDS: dict[str, str] = {
 RESTART_COMMAND = "core restart gracefully"
 
 _REVISION_LINE = re.compile(r"^;\s*revision:.*$")
-_MARKER_SECTION = re.compile(r"^\[gitops-rev-[^\]\s]+\]")
-_MARKER_COMMENT = re.compile(r"^;.*gitops-rev-\S+")
-_META_LINE = re.compile(r"^exten\s*=>\s*revision\s*,\s*1\s*,\s*NoOp\([^)]*\)\s*$")
+_MARKER_SECTION = re.compile(rf"^\[{PJSIP_MARKER_PREFIX}[^\]\s]+\]")
+_MARKER_COMMENT = re.compile(rf"^;.*{PJSIP_MARKER_PREFIX}\S+")
+_META_LINE = re.compile(rf"^exten\s*=>\s*{DIALPLAN_EXTEN}\s*,\s*1\s*,\s*NoOp\([^)]*\)\s*$")
 _SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
 _MAILBOX_LINE = re.compile(r"^(\s*[0-9]+\s*=>\s*)([^,]*)(,.*)?$")
 _DIALPLAN_LABEL = re.compile(r"NoOp\((route|extension|inbound|feature) ([^\s:)]+)(?: ([^\s:)]+))?")
@@ -187,7 +188,7 @@ def _pjsip_objects(text: str) -> dict[ObjectKey, Parts]:
 def _dialplan_objects(text: str) -> dict[ObjectKey, Parts]:
     objects: dict[ObjectKey, Parts] = {}
     for section in parse_conf(text):
-        if section.name == "gitops-meta":
+        if section.name == DIALPLAN_CONTEXT:
             continue
         groups: list[tuple[str, list[str]]] = []
         for k, v in section.options:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,11 @@ import jinja2
 import jinja2.runtime
 
 from reconciler.errors import ReconcilerError
-from reconciler.model import DesiredState, Extension, SecretRef, rev12
+from reconciler.markers import REVISION_HELP, rev12, valid_revision
+from reconciler.model import DesiredState, Extension, SecretRef
 from reconciler.settings import Settings
 
 RENDERED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
-REVISION_RE = re.compile(r"^[A-Za-z0-9._:+-]{1,100}$")
 HEADER = "; Managed by asterisk-gitops: do not edit, changes are overwritten."
 
 
@@ -139,11 +138,8 @@ def render(
 ) -> dict[str, str]:
     """Render `pjsip.conf`, `extensions.conf` and `voicemail.conf` from `templates_dir/<name>.j2`.
     Same arguments, same bytes. Raises `RenderFailed` for a missing or broken template."""
-    if not REVISION_RE.match(revision):
-        raise RenderFailed(
-            f"revision {revision!r} cannot be used in config files",
-            "use letters, digits and . _ : + - only (a git sha or sha256:<hex>)",
-        )
+    if not valid_revision(revision):
+        raise RenderFailed(f"revision {revision[:120]!r} cannot be used in config files", REVISION_HELP)
     env = _environment(Path(templates_dir).resolve())
     context = {**template_context(state, revision), "secrets": secrets}
     files: dict[str, str] = {}

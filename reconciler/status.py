@@ -25,10 +25,10 @@ from reconciler import parsers
 from reconciler.asterisk import rx_command
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
 from reconciler.history import History, LoopState, last_good_dir
+from reconciler.markers import is_marker_section
 from reconciler.metrics import to_epoch
 from reconciler.settings import Settings
 
-MARKER_PREFIX = "gitops-rev-"
 FAILED_RESULTS = frozenset({"failed", "invalid"})
 HISTORY_SHOWN = 10
 MAX_USER_AGENT_LOOKUPS = 64  # beyond this many online phones, skip user agents (one CLI call each)
@@ -243,7 +243,7 @@ def build_extensions(
     names = {e.number: e.name for e in desired_state.extensions} if desired_state is not None else {}
     result = []
     for ep in endpoints:
-        if ep.name in provider_names or ep.name.startswith(MARKER_PREFIX):
+        if ep.name in provider_names or is_marker_section(ep.name):
             continue
         if not ep.in_auths and not ep.name.isdigit():
             continue

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from reconciler.apply import ApplyResult, apply_desired
 from reconciler.asterisk import AsteriskClient
-from reconciler.model import rev12
+from reconciler.markers import rev12
 from reconciler.settings import Settings
 
 
