@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from reconciler import plan as plan_mod
-from reconciler import render
+from reconciler import providers_health, render
 from reconciler.asterisk import AsteriskClient, LiveMarkers, ReloadResult
 from reconciler.errors import ApplyFailed
 from reconciler.markers import (
@@ -65,7 +65,9 @@ class Check:
 class ApplyResult:
     """What one apply did. `unchanged`: the live files already matched, nothing was reloaded.
 
-    `execs` counts `docker exec` calls and `transfers` file uploads of this apply.
+    `execs` counts `docker exec` calls and `transfers` file uploads of this apply. `warnings` are
+    operational problems that did not stop it (`pbx_provider: host X does not resolve`): the rest
+    of the revision is live.
     """
 
     revision: str
@@ -80,24 +82,32 @@ class ApplyResult:
     recorded: bool = False
     execs: int = 0
     transfers: int = 0
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LiveState:
-    """The record of the last verified apply, `<managed_dir>/state.json` in the container."""
+    """The record of the last verified apply, `<managed_dir>/state.json` in the container.
+
+    `degraded`: providers of the live revision that cannot work right now, and why (a host that
+    does not resolve); `providers_health.heal` clears them once they are up.
+    """
 
     revision: str
     subject: str | None
     applied_at: str
     files: Mapping[str, str] = field(default_factory=dict)
+    degraded: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        data = {
+        data: dict[str, Any] = {
             "revision": self.revision,
             "subject": self.subject,
             "applied_at": self.applied_at,
             "files": dict(sorted(self.files.items())),
         }
+        if self.degraded:
+            data["degraded"] = dict(sorted(self.degraded.items()))
         return json.dumps(data, indent=2) + "\n"
 
 
@@ -140,6 +150,7 @@ def parse_live_state(text: str | None) -> LiveState | None:
             subject=data.get("subject"),
             applied_at=str(data.get("applied_at", "")),
             files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
+            degraded={str(k): str(v) for k, v in (data.get("degraded") or {}).items()},
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -391,8 +402,13 @@ def apply_desired(
 
     if progress:
         progress("reading the live config")
-    live_files, markers = client.read_managed_with_markers()
+    # The same exec resolves the provider hosts: a provider whose host does not resolve is named
+    # even when nothing changed.
+    hosts = providers_health.dns_names(rendered.state)
+    live_files, markers = client.read_managed_with_markers(resolve=hosts)
     live_state = parse_live_state(live_files.pop(STATE_FILE, None))
+    dns_issues = providers_health.dns_issues(rendered.state, markers.lookups)
+    was_degraded = dict(live_state.degraded) if live_state is not None else {}
     live_conf = {n: t for n, t in live_files.items() if n in rendered.files}
     plan = plan_mod.make_plan(rendered.files, live_conf, secrets)
     changes = _describe_changes(plan)
@@ -403,14 +419,23 @@ def apply_desired(
     live_ok = runs_files_on_disk(markers, live_conf)
     if not plan.has_changes and live_ok:
         recorded = False
+        settled = (
+            providers_health.HealResult((), providers_health.degraded_record(dns_issues))
+            if dry_run
+            else providers_health.settle(client, rendered.state, was_degraded, dns_issues, False)
+        )
         wanted = LiveState(
             rendered.revision,
             subject,
             _now(),
             {n: sha256_text(t) for n, t in sorted(live_conf.items())},
+            settled.still,
         )
         needs_record = (
-            live_state is None or live_state.revision != rendered.revision or live_state.files != wanted.files
+            live_state is None
+            or live_state.revision != rendered.revision
+            or live_state.files != wanted.files
+            or dict(live_state.degraded) != settled.still
         )
         if needs_record and not dry_run:
             client.write_managed({STATE_FILE: wanted.to_json()})
@@ -418,10 +443,11 @@ def apply_desired(
         return result(
             unchanged=True,
             changed_files=(),
-            changes=changes,
-            reloads=(),
+            changes=(*changes, *_came_back(settled)),
+            reloads=(providers_health.PJSIP_RELOAD,) if settled.reloaded else (),
             restarted=False,
             recorded=recorded,
+            warnings=providers_health.warnings_of(settled.still),
         )
 
     changed = tuple(sorted(plan.changed_files))
@@ -440,6 +466,7 @@ def apply_desired(
             changes=changes,
             reloads=reloads,
             restarted=False,
+            warnings=providers_health.warnings_of(providers_health.degraded_record(dns_issues)),
         )
 
     new_files = {n: rendered.files[n] for n in changed}
@@ -461,7 +488,11 @@ def apply_desired(
             restart=restart,
             restart_timeout_s=restart_timeout_s,
         )
-        problems = parse_reload_log(outcome.log_lines)
+        # A provider whose host does not resolve costs only its identify: a warning, not a rollback.
+        judged = providers_health.judge_reload(
+            parse_reload_log(outcome.log_lines), outcome.log_lines, rendered.state, on_disk
+        )
+        problems = list(judged.fatal)
         checks = verify(exp, queries, outcome.query_outputs)
         if not outcome.log_complete:
             checks.append(Check("log lines of the reload read", False, "barrier line never reached the log"))
@@ -474,19 +505,31 @@ def apply_desired(
                 problems=problems,
                 checks=checks,
             )
+        pjsip_reloaded = restart or "pjsip.conf" in changed
+        issues = providers_health.merge(judged.issues, dns_issues)
+        settled = providers_health.settle(client, rendered.state, was_degraded, issues, pjsip_reloaded)
         record = LiveState(
-            rendered.revision, subject, _now(), {n: sha256_text(t) for n, t in sorted(on_disk.items())}
+            rendered.revision,
+            subject,
+            _now(),
+            {n: sha256_text(t) for n, t in sorted(on_disk.items())},
+            settled.still,
         )
         client.write_managed({STATE_FILE: record.to_json()})
     return result(
         unchanged=False,
         changed_files=changed,
-        changes=changes,
+        changes=(*changes, *_came_back(settled)),
         reloads=reloads,
         restarted=restart,
         checks=tuple(checks),
         recorded=True,
+        warnings=providers_health.warnings_of(settled.still),
     )
+
+
+def _came_back(settled: providers_health.HealResult) -> tuple[str, ...]:
+    return tuple(f"provider {name} is up again: its host resolves" for name in settled.healed)
 
 
 def _now() -> str:

@@ -16,8 +16,8 @@ import secrets as _random
 import shlex
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
@@ -28,6 +28,7 @@ from reconciler.markers import (
     dialplan_revision,
     pjsip_marker_query,
 )
+from reconciler.providers_health import HostLookup, lookup_step, parse_lookups
 
 UNREACHABLE_MARKER = "Unable to connect to remote asterisk"
 MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
@@ -72,11 +73,13 @@ class LiveMarkers:
     `pjsip_declared`: the rev12 the managed pjsip.conf on disk declares (None: no file/marker);
     `pjsip_rev12`: the same, when `pjsip show aor gitops-rev-<rev12>` finds it (Asterisk took it);
     `dialplan_rev12`: what `dialplan show revision@gitops-meta` says (None: no dialplan marker).
+    `lookups`: the host names the same exec was asked to resolve, and whether they did.
     """
 
     pjsip_rev12: str | None
     pjsip_declared: str | None
     dialplan_rev12: str | None
+    lookups: Mapping[str, HostLookup] = field(default_factory=dict)
 
 
 def split_outputs(text: str, separator: str) -> list[str]:
@@ -243,12 +246,16 @@ class AsteriskClient:
             f"i=$((i+1)); [ $i -ge {tries} ] && break; sleep 0.1; done; true"
         )
 
-    def read_managed_with_markers(self, boot_timeout_s: float = 15.0) -> tuple[dict[str, str], LiveMarkers]:
+    def read_managed_with_markers(
+        self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = ()
+    ) -> tuple[dict[str, str], LiveMarkers]:
         """The managed files, and which revision markers Asterisk has live, in ONE exec.
 
         The PJSIP marker is looked up under the name the live `pjsip.conf` declares
         (`[gitops-rev-<rev12>]`), so this answers "is Asterisk running the files on disk?".
-        Waits up to `boot_timeout_s` for an Asterisk that is still booting.
+        Waits up to `boot_timeout_s` for an Asterisk that is still booting. The host names in
+        `resolve` are looked up inside the container in the same exec (`LiveMarkers.lookups`):
+        a provider whose host does not resolve is reported even when pjsip.conf did not change.
         """
         file_sep = f"--8<-- file-{_random.token_hex(8)} --8<--"
         pjsip = shlex.quote(posixpath.join(self.managed_dir, "pjsip.conf"))
@@ -264,6 +271,8 @@ class AsteriskClient:
             marker_step,
             rx_command(DIALPLAN_QUERY),
         ]
+        if resolve:
+            steps.append(lookup_step(resolve))
         outputs = self.run_steps(steps).outputs[1:]
         files = self._parse_files(outputs[0], file_sep)
         declared, _, aor_out = outputs[1].partition("\n")
@@ -273,6 +282,7 @@ class AsteriskClient:
             pjsip_rev12=declared if pjsip_live else None,
             pjsip_declared=declared or None,
             dialplan_rev12=dialplan_revision(outputs[2]),
+            lookups=parse_lookups(outputs[3]) if resolve else {},
         )
 
     def read_managed(self) -> dict[str, str]:

@@ -490,6 +490,18 @@ class LogProblem:
     line: int | None = None
     raw: str = field(default="", compare=False)
 
+    @property
+    def failed_object(self) -> tuple[str, str] | None:
+        """(type, id) of `Could not create an object of type 'T' with id 'ID' ...`, else None."""
+        match = _OBJECT_FAILED.search(self.message)
+        return (match["type"], match["id"]) if match else None
+
+    @property
+    def category(self) -> str | None:
+        """The section config_options.c names (`... for category '4005' named ...`), else None."""
+        match = _CATEGORY.search(self.message)
+        return match["id"] if match else None
+
     def __str__(self) -> str:
         where = ""
         if self.file and self.line is not None:
@@ -505,6 +517,8 @@ _LOG_LINE = re.compile(
     r"(?P<level>ERROR|WARNING|NOTICE|VERBOSE|DEBUG|SECURITY|DTMF)(?:\[\d+\])?(?:\[[^\]]*\])?:?\s+"
     r"(?P<module>[\w/.-]+\.c)(?::\d+)?(?:\s+(?:in\s+)?\w+)?:\s(?P<message>.*)$"
 )
+_OBJECT_FAILED = re.compile(r"Could not create an object of type '(?P<type>[^']+)' with id '(?P<id>[^']+)'")
+_CATEGORY = re.compile(r"\bcategory '(?P<id>[^']*)'")
 _LOCATION = re.compile(r"line (?P<line>\d+) of ?(?P<file>\S*)")
 _CONF_NAME = re.compile(r"'(?P<file>[\w./-]+\.conf)'")
 
@@ -560,3 +574,150 @@ def parse_reload_log(lines: Iterable[str], managed_files: Iterable[str] = MANAGE
                 file = named["file"].rsplit("/", 1)[-1]
         problems.append(LogProblem(level, module, message, file, line_no, raw=line))
     return problems
+
+
+# --- name resolution and outbound registration in the log ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolutionFailure:
+    """An identify whose `match` host did not resolve while PJSIP loaded it.
+
+    From `Identify 'ID' failed when adding resolution results of 'HOST:PORT'`
+    (res_pjsip_endpoint_identifier_ip.c); `reason` is the resolver's words from the netsock2.c
+    `getaddrinfo("HOST", "PORT", ...): REASON` line logged just before it, when there is one.
+    """
+
+    identify: str
+    host: str
+    port: str | None
+    reason: str | None = None
+
+
+_IDENTIFY_RESOLUTION = re.compile(
+    r"Identify '(?P<id>[^']+)' failed when adding resolution results of '(?P<target>[^']*)'"
+)
+_GETADDRINFO = re.compile(r'getaddrinfo\("(?P<host>[^"]*)", "(?P<port>[^"]*)", \.\.\.\): (?P<reason>.+)$')
+
+
+def split_host_port(target: str) -> tuple[str, str | None]:
+    """`host:5061` → (`host`, `5061`); `[::1]:5060` → (`::1`, `5060`); a bare host → (host, None)."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, rest.removeprefix(":") or None
+    if target.count(":") == 1:
+        host, port = target.split(":")
+        return host, port or None
+    return target, None
+
+
+def _log_messages(lines: Iterable[str]) -> Iterable[tuple[str, str, str]]:
+    """(level, module, message) of every parseable log line."""
+    for raw in lines:
+        match = _LOG_LINE.match(_ANSI.sub("", raw).rstrip("\r\n"))
+        if match:
+            yield match["level"], match["module"], match["message"].strip()
+
+
+def parse_resolution_failures(lines: Iterable[str]) -> list[ResolutionFailure]:
+    """Every identify that failed to resolve its match host in these log lines, once each."""
+    reasons: dict[str, str] = {}
+    result: list[ResolutionFailure] = []
+    seen: set[tuple[str, str]] = set()
+    for _level, module, message in _log_messages(lines):
+        lookup = _GETADDRINFO.search(message)
+        if lookup and module.endswith("netsock2.c"):
+            reasons[lookup["host"]] = lookup["reason"].strip()
+            continue
+        failed = _IDENTIFY_RESOLUTION.search(message)
+        if failed and (failed["id"], failed["target"]) not in seen:
+            seen.add((failed["id"], failed["target"]))
+            host, port = split_host_port(failed["target"])
+            result.append(ResolutionFailure(failed["id"], host, port, reasons.get(host)))
+    return result
+
+
+_RETAINED = re.compile(
+    r"Retaining existing configuration for object of type '(?P<type>[^']+)' with id '(?P<id>[^']+)'"
+)
+
+
+def retained_objects(lines: Iterable[str]) -> set[tuple[str, str]]:
+    """(type, id) of every object Asterisk kept from before because its new version failed
+    (`Retaining existing configuration for object of type 'T' with id 'ID'`)."""
+    found = set()
+    for _level, _module, message in _log_messages(lines):
+        match = _RETAINED.search(message)
+        if match:
+            found.add((match["type"], match["id"]))
+    return found
+
+
+@dataclass(frozen=True)
+class RegistrationEvent:
+    """What res_pjsip_outbound_registration.c logged about one attempt.
+
+    `No response received from 'SERVER' on registration attempt to 'CLIENT', retrying in '20'` →
+    outcome `No response received`, then `retrying in '20'`; `Fatal response '401' received from ...,
+    stopping outbound registration` → outcome `Fatal response '401'`, then `stopping outbound
+    registration`. `timestamp` is the log line's, as printed.
+    """
+
+    server_uri: str
+    client_uri: str
+    outcome: str
+    then: str
+    level: str
+    timestamp: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Asterisk gave up (a fatal response such as 401 with auth_rejection_permanent)."""
+        return "stopping" in self.then
+
+    def describe(self) -> str:
+        """`no response from sip:127.0.0.1:5070, retrying in 20 s`,
+        `rejected with 401 by sip:127.0.0.1:5070; Asterisk stopped retrying`."""
+        code = re.search(r"'(\d{3})'", self.outcome)
+        if code:
+            what = f"{'rejected with' if self.stopped else 'answered'} {code[1]} by {self.server_uri}"
+        else:
+            what = f"{self.outcome[:1].lower()}{self.outcome[1:]} from {self.server_uri}"
+        retry = re.search(r"retrying in '(\d+)'", self.then)
+        if retry:
+            return f"{what}, retrying in {retry[1]} s"
+        if self.stopped:
+            return f"{what}; Asterisk stopped retrying"
+        return what
+
+
+_REGISTRATION_EVENT = re.compile(
+    r"^(?P<outcome>.+?) received from '(?P<server>[^']+)' on registration attempt to '(?P<client>[^']+)'"
+    r"(?:,\s*(?P<then>.*?))?\s*$"
+)
+_TIMESTAMP = re.compile(r"^\[(?P<ts>[^\]]*)\]")
+
+
+def parse_registration_events(lines: Iterable[str]) -> list[RegistrationEvent]:
+    """The outbound registration failures in these log lines, oldest first."""
+    events = []
+    for raw in lines:
+        line = _ANSI.sub("", raw).rstrip("\r\n")
+        match = _LOG_LINE.match(line)
+        if not match or not match["module"].endswith("res_pjsip_outbound_registration.c"):
+            continue
+        event = _REGISTRATION_EVENT.match(match["message"].strip())
+        if not event:
+            continue
+        ts = _TIMESTAMP.match(line)
+        events.append(
+            RegistrationEvent(
+                server_uri=event["server"],
+                client_uri=event["client"],
+                outcome=event["outcome"].strip(),
+                then=(event["then"] or "").strip(),
+                level=match["level"],
+                timestamp=ts["ts"] if ts else None,
+            )
+        )
+    return events
