@@ -443,7 +443,7 @@ def apply_desired(
         return result(
             unchanged=True,
             changed_files=(),
-            changes=(*changes, *_came_back(settled)),
+            changes=(*changes, *providers_health.came_back(settled.healed)),
             reloads=(providers_health.PJSIP_RELOAD,) if settled.reloaded else (),
             restarted=False,
             recorded=recorded,
@@ -519,17 +519,13 @@ def apply_desired(
     return result(
         unchanged=False,
         changed_files=changed,
-        changes=(*changes, *_came_back(settled)),
+        changes=(*changes, *providers_health.came_back(settled.healed)),
         reloads=reloads,
         restarted=restart,
         checks=tuple(checks),
         recorded=True,
         warnings=providers_health.warnings_of(settled.still),
     )
-
-
-def _came_back(settled: providers_health.HealResult) -> tuple[str, ...]:
-    return tuple(f"provider {name} is up again: its host resolves" for name in settled.healed)
 
 
 def _now() -> str:

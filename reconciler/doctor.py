@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reconciler import parsers
+from reconciler import parsers, providers_health
 from reconciler.asterisk import rx_command
 from reconciler.errors import ReconcilerError
 from reconciler.markers import (
@@ -124,7 +124,9 @@ def _container_checks(settings: Settings) -> tuple[list[Check], Any]:
     return checks, container
 
 
-def _exec_queries(client: Any, settings: Settings, numbers: list[str]) -> dict[str, Any]:
+def _exec_queries(
+    client: Any, settings: Settings, numbers: list[str], hosts: list[str] | None = None
+) -> dict[str, Any]:
     state_file = shlex.quote(f"{settings.managed_dir.rstrip('/')}/state.json")
     steps = [
         f"cat {state_file} 2>/dev/null",
@@ -135,6 +137,7 @@ def _exec_queries(client: Any, settings: Settings, numbers: list[str]) -> dict[s
         rx_command(DIALPLAN_QUERY),
     ]
     steps += [rx_command(f"dialplan show {n}@internal") for n in numbers]
+    steps.append(providers_health.lookup_step(hosts or []))
     out = client.run_steps(steps).outputs
     return {
         "state": out[0],
@@ -143,7 +146,8 @@ def _exec_queries(client: Any, settings: Settings, numbers: list[str]) -> dict[s
         "transports": out[3],
         "rtp": out[4],
         "meta": out[5],
-        "routes": dict(zip(numbers, out[6:], strict=True)),
+        "routes": dict(zip(numbers, out[6:-1], strict=True)),
+        "lookups": providers_health.parse_lookups(out[-1]),
     }
 
 
@@ -224,6 +228,49 @@ def _provider_checks(raw: dict[str, Any], state: Any) -> list[Check]:
                     f"run `reconciler check-provider {name}` to find the failing step (DNS, port, password)",
                 )
             )
+    return checks
+
+
+def _provider_host_checks(raw: dict[str, Any], state: Any) -> list[Check]:
+    """Each provider host name, resolved inside the PBX container now, as Asterisk would."""
+    if state is None:
+        return []
+    try:
+        live = json.loads(raw["state"]) if raw["state"].strip() else {}
+    except ValueError:
+        live = {}
+    degraded = (live or {}).get("degraded") or {}
+    checks = []
+    for provider in sorted(state.providers, key=lambda p: p.name):
+        hosts = providers_health.provider_hosts(provider)
+        if not hosts:
+            continue
+        failing = [
+            h for h in hosts if not raw["lookups"].get(h, providers_health.HostLookup(h, False)).resolved
+        ]
+        name = f"provider {provider.name} host resolves"
+        if failing:
+            checks.append(
+                Check(
+                    name,
+                    Verdict.FAIL,
+                    "; ".join(f"{h} does not resolve inside the PBX container" for h in failing),
+                    f"check the host in the desired state and the container's DNS (`docker exec <container> "
+                    f"getent ahosts {failing[0]}`); everything else keeps working, and the provider comes up "
+                    "by itself once it resolves (`reconciler watch`, or `reconciler apply`)",
+                )
+            )
+        elif provider.name in degraded:
+            checks.append(
+                Check(
+                    name,
+                    Verdict.WARN,
+                    f"resolves now, but the live revision recorded: {degraded[provider.name]}",
+                    "the watch loop brings it up at its next poll; or run `reconciler apply`",
+                )
+            )
+        else:
+            checks.append(Check(name, Verdict.PASS, ", ".join(hosts)))
     return checks
 
 
@@ -383,6 +430,7 @@ def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = No
     add(*container_checks)
     asterisk_names = (
         "managed config loaded",
+        "provider hosts resolve",
         "providers registered",
         "extensions registered",
         "routes",
@@ -398,7 +446,8 @@ def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = No
     )
     exact, samples = _route_numbers(state)
     try:
-        raw = _exec_queries(client, settings, exact + [s for _, s, _ in samples])
+        hosts = providers_health.dns_names(state) if state is not None else []
+        raw = _exec_queries(client, settings, exact + [s for _, s, _ in samples], hosts)
         marker_out = None
         try:
             live = json.loads(raw["state"]) if raw["state"].strip() else None
@@ -414,6 +463,7 @@ def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = No
         add(_history_check(settings))
         return checks
     add(_managed_config_check(raw, marker_out))
+    add(*_provider_host_checks(raw, state))
     add(*_provider_checks(raw, state))
     add(_extension_check(raw, state))
     add(*_route_checks(raw, state))

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from reconciler import history, plan, render
-from reconciler.apply import STATE_FILE, apply_desired, parse_live_state, runs_files_on_disk
+from reconciler import history, plan, providers_health, render
+from reconciler.apply import STATE_FILE, LiveState, apply_desired, parse_live_state, runs_files_on_disk
 from reconciler.asterisk import AsteriskClient, LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.history import History, LoopState, Record, Result
@@ -111,6 +111,7 @@ class _Observed:
     files: dict[str, str]
     markers: LiveMarkers
     wiped: bool
+    live: LiveState | None = None  # state.json: the live revision and its degraded providers
 
 
 @dataclass
@@ -219,7 +220,7 @@ class Reconciler:
         # ONE exec: the managed files, state.json and the revision markers Asterisk has live.
         live_files, markers = self.client.read_managed_with_markers()
         live = parse_live_state(live_files.pop(STATE_FILE, None))
-        observed = _Observed(live_files, markers, wiped=False)
+        observed = _Observed(live_files, markers, wiped=False, live=live)
 
         live_revision = live.revision if live is not None else None
         if live is None and state.last_applied_revision is not None:
@@ -269,6 +270,9 @@ class Reconciler:
         if self._restarted():
             why.append("Asterisk restarted (uptime went down)")
         if not why:
+            came_back = self._recheck_providers(snap, rendered.state, observed.live)
+            if came_back is not None:
+                return came_back
             return Outcome(result="unchanged", revision=snap.revision, subject=snap.subject, stage="drift")
         reason = "; ".join(why)
         if self.options.drift == "warn":
@@ -287,6 +291,27 @@ class Reconciler:
             # e.g. a restart that loaded the files itself: re-applying found nothing to do.
             return replace(fixed, reason=reason + f"; Asterisk runs revision {rev12(snap.revision)}")
         return replace(fixed, reason=reason)
+
+    def _recheck_providers(self, snap: Snapshot, state: Any, live: LiveState | None) -> Outcome | None:
+        """While a provider of the live revision is degraded (its host did not resolve), re-resolve
+        its hosts (one exec; nothing when no provider is degraded); once they resolve, reload
+        res_pjsip and check its identify (`providers_health.heal`). No new revision is needed."""
+        if live is None or not live.degraded:
+            return None
+        healed = providers_health.heal(self.client, state, live.degraded)
+        if healed.still != dict(live.degraded):
+            self.client.write_managed({STATE_FILE: replace(live, degraded=healed.still).to_json()})
+        if not healed.healed:
+            return None  # still degraded: status, doctor and /metrics say why
+        changes = providers_health.came_back(healed.healed)
+        return Outcome(
+            result="drift-fixed",
+            revision=snap.revision,
+            subject=snap.subject,
+            reason="; ".join(changes),
+            changes=changes,
+            stage="drift",
+        )
 
     def _apply(self, attempt: _Attempt, snap: Snapshot, *, result: Result) -> Outcome:
         attempt.stage = "apply"

@@ -131,6 +131,14 @@ def render_metrics(
             "reconciler_provider_registered", 1 if p.get("registered") else 0, {"provider": p.get("name")}
         )
 
+    w.family(
+        "reconciler_provider_degraded",
+        "gauge",
+        "1 when this provider cannot work right now (e.g. its host does not resolve); see status.",
+    )
+    for p in providers:
+        w.sample("reconciler_provider_degraded", 1 if p.get("problem") else 0, {"provider": p.get("name")})
+
     w.family("reconciler_extensions", "gauge", "Extensions configured in Asterisk.")
     w.sample("reconciler_extensions", summary.get("extensions_total", 0))
     w.family("reconciler_extensions_online", "gauge", "Extensions with at least one reachable contact.")

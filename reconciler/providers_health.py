@@ -310,3 +310,8 @@ def settle(
 def warnings_of(degraded: Mapping[str, str]) -> tuple[str, ...]:
     """The apply's warnings for a degraded record: `<provider>: <reason>` each."""
     return tuple(f"{name}: {reason}" for name, reason in sorted(degraded.items()))
+
+
+def came_back(names: Iterable[str]) -> tuple[str, ...]:
+    """The change lines for providers that are up again."""
+    return tuple(f"provider {name} is up again: its host resolves" for name in names)

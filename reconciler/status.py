@@ -32,6 +32,9 @@ from reconciler.settings import Settings
 FAILED_RESULTS = frozenset({"failed", "invalid"})
 HISTORY_SHOWN = 10
 MAX_USER_AGENT_LOOKUPS = 64  # beyond this many online phones, skip user agents (one CLI call each)
+# Why a registration is not Registered is only in the log: its last lines about registrations.
+REGISTRATION_LOG_TAIL_BYTES = 256 * 1024
+REGISTRATION_LOG_MARKER = "on registration attempt to"
 _URI_HOSTPORT = re.compile(r"^sips?:(?:[^@;]*@)?(?P<hostport>\[[^\]]+\](?::\d+)?|[^;>?]+)")
 _UPTIME = re.compile(r"System uptime:\s*(\d+)")
 _FIELD = re.compile(r"^\s*(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
@@ -114,18 +117,28 @@ def _desired_from_loop(
 # --- Asterisk side -----------------------------------------------------------------------------
 
 
+def registration_log_step(log_path: str) -> str:
+    """Shell: the last lines the log has about registration attempts (why one is Rejected)."""
+    log = shlex.quote(log_path)
+    marker = shlex.quote(REGISTRATION_LOG_MARKER)
+    return f"tail -c {REGISTRATION_LOG_TAIL_BYTES} {log} 2>/dev/null | grep -F {marker} | tail -n 20; true"
+
+
 def query_asterisk(client: Any) -> dict[str, Any]:
-    """One exec: state.json, registrations, endpoints (with contacts) and uptime, parsed."""
+    """One exec: state.json, registrations, endpoints (with contacts), uptime and the log's last
+    lines about registration attempts, parsed."""
     state_file = shlex.quote(f"{client.managed_dir.rstrip('/')}/state.json")
+    log_path = getattr(client, "log_path", "/var/log/asterisk/messages.log")
     outputs = client.run_steps(
         [
             f"cat {state_file} 2>/dev/null",
             rx_command("pjsip show registrations"),
             rx_command("pjsip show endpoints"),
             rx_command("core show uptime seconds"),
+            registration_log_step(log_path),
         ]
     ).outputs
-    state_text, registrations, endpoints, uptime = outputs
+    state_text, registrations, endpoints, uptime, reg_log = outputs
     try:
         live = json.loads(state_text) if state_text.strip() else None
     except ValueError:
@@ -136,6 +149,7 @@ def query_asterisk(client: Any) -> dict[str, Any]:
         "registrations": parsers.parse_registrations(registrations),
         "endpoints": parsers.parse_endpoints(endpoints),
         "uptime_s": int(match[1]) if match else None,
+        "registration_events": parsers.parse_registration_events(reg_log.splitlines()),
     }
 
 
@@ -184,6 +198,30 @@ def _registration_for(
     return None
 
 
+def _last_event(
+    reg: parsers.Registration | None, events: list[parsers.RegistrationEvent]
+) -> parsers.RegistrationEvent | None:
+    """The newest logged failure of this registration (the table truncates long server URIs)."""
+    if reg is None or not reg.server_uri:
+        return None
+    for event in reversed(events):
+        if event.server_uri.startswith(reg.server_uri) or reg.server_uri.startswith(event.server_uri):
+            return event
+    return None
+
+
+def _provider_problem(
+    name: str, ep: parsers.EndpointInfo, degraded: dict[str, str], declared: dict[str, Any]
+) -> str | None:
+    """Why a provider cannot work right now: the degraded record of the live revision (its host
+    did not resolve), or an identify the desired state has and Asterisk does not."""
+    if name in degraded:
+        return degraded[name]
+    if name in declared and not ep.identify_matches:
+        return "identify not loaded: inbound calls from it are not recognised"
+    return None
+
+
 def _provider_hint(name: str, state: str | None, detail: str) -> str | None:
     if state == "Registered":
         return "registration overdue: the provider stopped answering" if "ago" in detail else None
@@ -203,9 +241,17 @@ def build_providers(
     endpoints: list[parsers.EndpointInfo],
     regs: list[parsers.Registration],
     desired_state: Any,
+    *,
+    degraded: dict[str, str] | None = None,
+    events: list[parsers.RegistrationEvent] | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry per provider endpoint, with its registration and the qualify RTT of its contact."""
+    """One entry per provider endpoint, with its registration and the qualify RTT of its contact.
+
+    `problem` says why a provider cannot work right now (`degraded`, from state.json: its host did
+    not resolve); `reason` why its registration is not Registered, from the log (`events`).
+    """
     declared = {p.name: p for p in desired_state.providers} if desired_state is not None else {}
+    degraded = degraded or {}
     result = []
     for ep in endpoints:
         if not _is_provider(ep, set(declared)):
@@ -215,6 +261,14 @@ def build_providers(
         contact = next(iter(ep.contacts), None)
         state = reg.status if reg else None
         detail = reg.detail if reg else ""
+        problem = _provider_problem(ep.name, ep, degraded, declared)
+        event = _last_event(reg, events or []) if state != "Registered" else None
+        hint = _provider_hint(ep.name, state, detail) if wants_registration else None
+        if problem and ep.name in degraded:
+            hint = (
+                "fix the host in the desired state or the DNS; the provider comes up by itself once "
+                "its host resolves (`reconciler watch`), or on the next `reconciler apply`"
+            )
         result.append(
             {
                 "name": ep.name,
@@ -227,7 +281,9 @@ def build_providers(
                 "contact_status": contact.status if contact else None,
                 "rtt_ms": contact.rtt_ms if contact else None,
                 "reachable": (contact.status != "Unavail") if contact else None,
-                "hint": _provider_hint(ep.name, state, detail) if wants_registration else None,
+                "problem": problem,
+                "reason": event.describe() if event else None,
+                "hint": hint,
             }
         )
     return result
@@ -282,9 +338,13 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"Asterisk unreachable: {asterisk.get('error')}")
     registering = [p for p in status["providers"] if p["register"]]
     registered = [p for p in registering if p["registered"]]
+    for p in status["providers"]:
+        if p.get("problem"):
+            problems.append(f"provider {p['name']}: {p['problem']}")
     for p in registering:
         if not p["registered"]:
-            problems.append(f"provider {p['name']} is {p['state'] or 'not registered'}")
+            why = f" ({p['reason']})" if p.get("reason") else ""
+            problems.append(f"provider {p['name']} is {p['state'] or 'not registered'}{why}")
     last = status.get("last_reconcile")
     if last and last.get("result") in FAILED_RESULTS:
         problems.append(f"last reconcile {last.get('result')}: {last.get('reason') or 'see history'}")
@@ -293,6 +353,7 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
         "providers_total": len(status["providers"]),
         "providers_registering": len(registering),
         "providers_registered": len(registered),
+        "providers_degraded": sum(1 for p in status["providers"] if p.get("problem")),
         "extensions_total": len(exts),
         "extensions_online": sum(1 for e in exts if e["online"]),
         "healthy": not problems,
@@ -327,7 +388,14 @@ def collect_status(settings: Settings, client: Any, *, head_from_loop: bool = Fa
     }
     try:
         raw = query_asterisk(client)
-        providers = build_providers(raw["endpoints"], raw["registrations"], desired_state)
+        degraded = (raw["live"] or {}).get("degraded") or {}
+        providers = build_providers(
+            raw["endpoints"],
+            raw["registrations"],
+            desired_state,
+            degraded=degraded if isinstance(degraded, dict) else {},
+            events=raw["registration_events"],
+        )
         provider_names = {p["name"] for p in providers}
         registered = [c for ep in raw["endpoints"] if ep.name not in provider_names for c in ep.contacts]
         agents = user_agents(client, registered)

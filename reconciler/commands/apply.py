@@ -37,6 +37,14 @@ def _print_result(console: Console, result: ApplyResult, dry_run: bool) -> None:
     if not dry_run and not result.unchanged:
         how = "restarted Asterisk" if result.restarted else "reloaded"
         console.print(f"[green]Applied[/green] revision {rev}: {how}, verified.")
+    for warning in result.warnings:
+        # soft_wrap: a warning stays one line, whole, for people and for grep
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", soft_wrap=True)
+    if result.warnings and not dry_run:
+        console.print(
+            "  [dim]everything else of the revision is live; such a provider comes up by itself once "
+            "its host resolves (`reconciler watch`), or on the next `reconciler apply`[/dim]"
+        )
     console.print(
         f"[dim]{result.duration_s:.2f} s, {result.execs} docker exec(s), {result.transfers} upload(s)[/dim]"
     )
@@ -66,8 +74,9 @@ def apply(
     """Render DIR, write the changed files into the Asterisk container atomically, reload only what
     changed (restart if a transport changed), verify by asking Asterisk, record the live revision.
 
-    Exit 0: applied (or nothing to do); 1: refused by Asterisk or verification failed, the previous
-    config was restored; 3: Docker or Asterisk cannot be reached.
+    Exit 0: applied (or nothing to do), also when a provider's host does not resolve (a warning
+    names it; the rest of the revision is live); 1: refused by Asterisk or verification failed,
+    the previous config was restored; 3: Docker or Asterisk cannot be reached.
     """
     settings = Settings.from_env(env_file=env_file, templates_dir=templates, container=container)
     client = AsteriskClient(settings.container, settings.managed_dir, settings.asterisk_log)

@@ -100,12 +100,19 @@ def print_status(status: dict[str, Any], console: Console) -> None:
             state = p["state"] or ("-" if not p["register"] else "missing")
             style = "green" if p["registered"] or not p["register"] else "red"
             detail = f" ({p['detail']})" if p.get("detail") else ""
+            note = Text()
+            if p.get("problem"):
+                note.append(p["problem"] + "\n", style="bold red")
+            if p.get("reason"):
+                note.append(p["reason"] + "\n")
+            note.append(p.get("hint") or "")
+            note.rstrip()
             table.add_row(
                 p["name"],
                 Text(state + detail, style=style),
                 p.get("server_uri") or "",
                 _rtt(p["rtt_ms"]),
-                p.get("hint") or "",
+                note,
             )
         console.print(table)
 

@@ -147,6 +147,7 @@ class AsteriskContainer:
         self.sip_port: int = ports.reserve_port()
         self.rtp_range: tuple[int, int] = ports.reserve_rtp_range()
         self._files: dict[str, bytes] = {}
+        self._volumes: list[tuple[str, str]] = []
         self._container: DockerContainer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -158,6 +159,11 @@ class AsteriskContainer:
     def with_managed_file(self, name: str, text: str) -> Self:
         """Put `text` into `<managed dir>/<name>` before Asterisk starts (readable by asterisk)."""
         self._files[name] = text.encode()
+        return self
+
+    def with_read_only_file(self, host_path: Path, container_path: str) -> Self:
+        """Bind-mount a host file read-only, e.g. an /etc/resolv.conf that sends lookups to 127.0.0.1."""
+        self._volumes.append((str(host_path), container_path))
         return self
 
     def start(self, boot_timeout_s: float = 30.0) -> Self:
@@ -173,6 +179,8 @@ class AsteriskContainer:
         )
         for name, data in self._files.items():
             container.with_copy_into_container(data, f"{MANAGED_DIR}/{name}", 0o644)
+        for host_path, container_path in self._volumes:
+            container.with_volume_mapping(host_path, container_path, "ro")
         self._container = container
         LIVE.add(self)
         try:

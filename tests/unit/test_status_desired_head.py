@@ -47,7 +47,8 @@ class FakeClient:
 
     def run_steps(self, steps: list[str]) -> _Steps:
         state = json.dumps({"revision": self.live, "subject": "s", "applied_at": "2026-11-26T15:00:00+00:00"})
-        return _Steps([state if self.live else "", "", ENDPOINTS, "System uptime: 42\n"])
+        outputs = [state if self.live else "", "", ENDPOINTS, "System uptime: 42\n"]
+        return _Steps(outputs + [""] * (len(steps) - len(outputs)))
 
     def run(self, *commands: str) -> list[str]:
         return ["" for _ in commands]
