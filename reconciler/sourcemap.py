@@ -27,6 +27,8 @@ ItemPath = tuple[str | int, ...]
 _EXTEN = re.compile(r"^\s*exten\s*=>?\s*(?P<exten>[^,\s]+)\s*,")
 # `4001 => 1234567890,Sales` in voicemail.conf
 _MAILBOX = re.compile(r"^\s*(?P<box>\d+)\s*=>")
+# res_pjsip names a transport that could not start: `Transport 'transport-udp' could not be started`
+_TRANSPORT_NAMED = re.compile(r"\bTransport '([^']+)'")
 _PROVIDER_SUFFIXES = {"-auth": "password", "-reg": "register", "-identify": "match"}
 
 
@@ -100,7 +102,8 @@ def rendered_object(problem: LogProblem, files: Mapping[str, str]) -> RenderedOb
     """
     file = problem.file or ("pjsip.conf" if problem.line is not None else None)
     failed = problem.failed_object
-    if failed is not None:
+    named = _TRANSPORT_NAMED.search(problem.message) if problem.module.startswith("res_pjsip") else None
+    if failed is not None or named is not None:
         file = "pjsip.conf"
     text = files.get(file or "")
     if text is None:
@@ -113,10 +116,10 @@ def rendered_object(problem: LogProblem, files: Mapping[str, str]) -> RenderedOb
             name = re.split(r"[\](\s;]", own[1:], maxsplit=1)[0]
             return RenderedObject(file or "", name, None, problem.line)
         return _object(file or "", section_at(text, problem.line))
-    wanted_name = failed[1] if failed else problem.category
+    wanted_name = failed[1] if failed else problem.category or (named[1] if named else None)
     if wanted_name is None:
         return None
-    wanted_type = failed[0] if failed else None
+    wanted_type = failed[0] if failed else ("transport" if named and not problem.category else None)
     for section in parse_conf(text):
         if section.name == wanted_name and (wanted_type is None or section.type == wanted_type):
             return _object(file or "", section)

@@ -1,0 +1,371 @@
+"""`reconciler verify`: load a render into a throwaway Asterisk and judge what Asterisk says.
+
+Validation proves the YAML is right; only Asterisk can say whether it takes the rendered config
+(a custom template with an unknown option, a broken section): it reports object errors only in its
+log. So verify renders DIR, creates a container from the project's image with **no network**
+(`network_mode="none"`: only loopback exists inside, nothing is bound on the host, nothing can
+leave), copies the render into its managed directory, starts it, waits until Asterisk is fully
+booted, and reads in ONE exec the whole log (after a barrier line, so it is complete) and the same
+verification queries an apply asks. The container is always removed, also on Ctrl-C.
+
+Expected effects of that sandbox are notes, not failures: provider hosts do not resolve there (the
+classifier of `providers_health`, as for a live apply), and a `pbx.bind` address that the sandbox
+does not have (the transport cannot start, nor the registrations that use it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import re
+import secrets as _random
+import shlex
+import string
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from reconciler import plan as plan_mod
+from reconciler import providers_health
+from reconciler import render as render_mod
+from reconciler.apply import Check, _expectations, verification_queries, verify
+from reconciler.asterisk import BARRIER_COMMAND, LOG_BARRIER, AsteriskClient, rx_command
+from reconciler.confparse import parse_conf
+from reconciler.errors import AsteriskUnavailable, ReconcilerError
+from reconciler.load import LoadedState, load_desired
+from reconciler.model import SecretUse, secret_refs
+from reconciler.parsers import LogProblem, parse_reload_log
+from reconciler.secrets import lookup, read_env_file, resolve_secrets, weakness
+from reconciler.settings import Settings
+from reconciler.sourcemap import Located, locate
+
+DEFAULT_IMAGE = "asterisk-gitops/asterisk:latest"
+LABEL = "asterisk-gitops.verify"
+MANAGED_DIR = "/etc/asterisk/managed"
+LOG_PATH = "/var/log/asterisk/messages.log"
+BOOT_TIMEOUT_S = 60.0
+LOG_FLUSH_TIMEOUT_S = 5.0
+# `asterisk -rx` in a container without a network interface says this on every call; it is noise.
+_NO_EID = "No ethernet interface found for seeding global EID"
+_ADDRESS_MISSING = "Cannot assign requested address"
+_TRANSPORT_FAILED = re.compile(r"Transport '(?P<id>[^']+)' could not be started: (?P<why>.*)$")
+
+Progress = Callable[[str], None]
+
+
+class VerifyFailed(ReconcilerError):
+    """Asterisk logged errors or warnings about the managed files, or a verification query failed."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing Asterisk said, located: `text` is the line to print (`FILE:LINE: field (what):
+    pjsip.conf:144: ERROR ...`), `located` where it points, `problem` Asterisk's own words."""
+
+    text: str
+    problem: LogProblem | None = None
+    located: Located | None = None
+
+    def annotation(self) -> tuple[str, int] | None:
+        """(file, line) for an editor or CI annotation, when the finding has one."""
+        if self.located is not None and self.located.source is not None and self.located.source[1] > 0:
+            return self.located.source
+        return None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What the throwaway Asterisk said about a render."""
+
+    revision: str
+    image: str
+    problems: tuple[Finding, ...]
+    notes: tuple[Finding, ...]
+    checks: tuple[Check, ...]
+    boot_s: float
+    duration_s: float
+    placeholders: tuple[str, ...] = ()  # secret names that got a generated stand-in value
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        def finding(f: Finding) -> dict[str, Any]:
+            where = f.annotation()
+            return {
+                "text": f.text,
+                "file": where[0] if where else None,
+                "line": where[1] if where else None,
+                "field": f.located.field if f.located else None,
+                "rendered": f.located.rendered if f.located else None,
+                "asterisk": str(f.problem) if f.problem else None,
+            }
+
+        return {
+            "ok": self.ok,
+            "revision": self.revision,
+            "image": self.image,
+            "problems": [finding(f) for f in self.problems],
+            "notes": [finding(f) for f in self.notes],
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "boot_s": round(self.boot_s, 3),
+            "duration_s": round(self.duration_s, 3),
+            "placeholder_secrets": list(self.placeholders),
+        }
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def _stand_in(use: SecretUse) -> str:
+    """A generated value that passes the strength rules for this use of a secret."""
+    while True:
+        if use.kind == "pin":
+            value = "".join(_random.choice(string.digits) for _ in range(10))
+        elif use.kind == "username":
+            value = "verify-" + _random.token_hex(4)
+        else:
+            value = "Vf-" + _random.token_urlsafe(18)
+        if weakness(use, value) is None:
+            return value
+
+
+def placeholder_secrets(loaded: LoadedState, settings: Settings) -> tuple[Settings, tuple[str, ...]]:
+    """Settings in which every secret no source provides has a generated stand-in (never printed).
+
+    Asterisk accepts any password or PIN of the right shape, so a pull request can be verified
+    without production secrets. Returns the settings and the names that got a stand-in.
+    """
+    env_file = read_env_file(settings.env_file)
+    added: dict[str, str] = {}
+    for use in secret_refs(loaded.state):
+        if use.name in added or lookup(use.name, settings, env_file) is not None:
+            continue
+        added[use.name] = _stand_in(use)
+    return replace(settings, environ={**settings.environ, **added}), tuple(sorted(added))
+
+
+# --- the sandbox -------------------------------------------------------------------------------
+
+
+def _docker(docker_client: Any) -> Any:
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker_client or docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise AsteriskUnavailable(
+            f"cannot reach the Docker engine: {exc}",
+            "start Docker (`systemctl start docker`, or `dockerd &`); verify needs it to run Asterisk",
+        ) from exc
+    return client
+
+
+def _image(client: Any, image: str) -> None:
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        raise AsteriskUnavailable(
+            f"the Asterisk image {image} is not on this machine",
+            "build it with `scripts/build-images.sh` (or `make up`), or pass --image NAME of yours",
+        ) from None
+    except DockerException as exc:
+        raise AsteriskUnavailable(f"cannot look up the image {image}: {exc}", "retry; check Docker") from exc
+
+
+def _tar(files: Mapping[str, str]) -> bytes:
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in sorted(files.items()):
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, now
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def sandbox(client: Any, image: str, files: Mapping[str, str]) -> Any:
+    """A started container of `image` with no network and `files` as its managed config; removed
+    on exit whatever happens (Ctrl-C included)."""
+    from docker.errors import DockerException
+
+    name = f"reconciler-verify-{_random.token_hex(4)}"
+    container = None
+    try:
+        container = client.containers.create(
+            image, name=name, network_mode="none", labels={LABEL: "1"}, detach=True
+        )
+        container.put_archive(MANAGED_DIR, _tar(files))
+        container.start()
+        yield container
+    except DockerException as exc:
+        raise AsteriskUnavailable(
+            f"cannot run a container of {image}: {exc}", "check Docker (`docker info`) and retry"
+        ) from exc
+    finally:
+        if container is not None:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True, v=True)
+
+
+def _read_log_and_query(
+    asterisk: AsteriskClient, queries: Sequence[str]
+) -> tuple[list[str], list[str], bool]:
+    """ONE exec: wait until every line logged so far is in the file (barrier), then the whole log,
+    then each query. Returns (log lines, query outputs, whether the barrier was seen)."""
+    log = shlex.quote(LOG_PATH)
+    tries = int(LOG_FLUSH_TIMEOUT_S / 0.01)
+    barrier = (
+        f"{rx_command(BARRIER_COMMAND)} >/dev/null; i=0; while [ $i -lt {tries} ]; do "
+        f"grep -qF {shlex.quote(LOG_BARRIER)} {log} 2>/dev/null && {{ echo flushed; break; }}; "
+        "sleep 0.01; i=$((i+1)); done"
+    )
+    outputs = asterisk.run_steps(
+        [barrier, f"cat {log} 2>/dev/null", *(rx_command(q) for q in queries)]
+    ).outputs
+    lines = [line for line in outputs[1].splitlines() if LOG_BARRIER not in line]
+    cleaned = ["\n".join(x for x in out.splitlines() if _NO_EID not in x) for out in outputs[2:]]
+    return lines, cleaned, "flushed" in outputs[0]
+
+
+# --- judging -----------------------------------------------------------------------------------
+
+
+def _missing_bind(problem: LogProblem, files: Mapping[str, str]) -> str | None:
+    """The transport that could not start because the sandbox lacks its bind address, else None."""
+    match = _TRANSPORT_FAILED.search(problem.message)
+    if not match or _ADDRESS_MISSING not in match["why"]:
+        return None
+    for section in parse_conf(files.get("pjsip.conf", "")):
+        if section.name == match["id"] and section.type == "transport":
+            host = (section.get("bind") or "").rsplit(":", 1)[0].strip("[]")
+            with contextlib.suppress(ValueError):
+                address = ipaddress.ip_address(host)
+                if not (address.is_loopback or address.is_unspecified):
+                    return match["id"]
+    return None
+
+
+def _uses_transport(problem: LogProblem, files: Mapping[str, str], transports: set[str]) -> bool:
+    """The transport itself, or a registration that could not be created because it uses it."""
+    failed = problem.failed_object
+    if failed is None:
+        return False
+    if failed[0] == "transport":
+        return failed[1] in transports
+    for section in parse_conf(files.get("pjsip.conf", "")):
+        if section.name == failed[1] and section.type == failed[0] == "registration":
+            return (section.get("transport") or "") in transports
+    return False
+
+
+def judge(
+    lines: Sequence[str], loaded: LoadedState, files: Mapping[str, str], secrets: Iterable[str]
+) -> tuple[list[Finding], list[Finding]]:
+    """(problems, notes) of a boot's log lines about the managed files, each located."""
+    secret_values = list(secrets)
+
+    def finding(problem: LogProblem, note: str | None = None) -> Finding:
+        where = locate(problem, files, loaded)
+        said = f"{problem.level} {problem.module}: {problem.message}"
+        if where.source is not None and where.rendered:
+            said = f"{where.rendered}: {said}"  # the desired item first, then the rendered line
+        text = where.prefix() + said + (f" ({note})" if note else "")
+        return Finding(plan_mod.mask(text, secret_values), problem, where)
+
+    problems = parse_reload_log(lines)
+    judged = providers_health.judge_reload(problems, lines, loaded.state, files)
+    notes = [
+        finding(p, "expected here: the sandbox has no network, provider hosts do not resolve")
+        for p in judged.excused
+    ]
+    missing = {t for p in judged.fatal if (t := _missing_bind(p, files))}
+    fatal = []
+    for problem in judged.fatal:
+        if missing and (_missing_bind(problem, files) or _uses_transport(problem, files, missing)):
+            notes.append(finding(problem, "expected here: the sandbox does not have the pbx.bind address"))
+        else:
+            fatal.append(finding(problem))
+    return fatal, notes
+
+
+# --- the whole run -----------------------------------------------------------------------------
+
+
+def verify_desired(
+    settings: Settings,
+    desired_dir: Path,
+    *,
+    revision: str | None = None,
+    image: str = DEFAULT_IMAGE,
+    placeholders: bool = False,
+    progress: Progress | None = None,
+    docker_client: Any = None,
+    boot_timeout_s: float = BOOT_TIMEOUT_S,
+) -> VerifyResult:
+    """Render `desired_dir`, boot it in a throwaway network-less Asterisk, and judge what it logs.
+
+    Raises `ValidationFailed`/`RenderFailed` for a bad desired state or template (nothing is
+    started), `AsteriskUnavailable` when Docker or the image is missing (exit 3). A result with
+    problems is returned, not raised: the caller decides how to show it.
+    """
+    started = time.monotonic()
+    say = progress or (lambda _message: None)
+    from reconciler.revision import revision_of
+
+    say("rendering")
+    loaded = load_desired(Path(desired_dir))
+    stand_ins: tuple[str, ...] = ()
+    if placeholders:
+        settings, stand_ins = placeholder_secrets(loaded, settings)
+    secrets = resolve_secrets(loaded, settings)
+    rev = revision or revision_of(Path(desired_dir))
+    files = render_mod.render(loaded.state, secrets, rev, Path(settings.templates_dir))
+    secret_values = render_mod.secret_values(loaded.state, secrets)
+
+    client = _docker(docker_client)
+    _image(client, image)
+    expectations = _expectations(loaded.state, files)
+    queries = verification_queries(expectations, files, restarted=True)
+    say(f"starting a throwaway Asterisk from {image} (no network)")
+    with sandbox(client, image, files) as container:
+        asterisk = AsteriskClient(container.name, MANAGED_DIR, LOG_PATH, docker_client=client)
+        say("waiting for Asterisk to boot")
+        try:
+            boot_s = asterisk.wait_fully_booted(boot_timeout_s)
+        except AsteriskUnavailable as exc:
+            container.reload()
+            if container.status != "running":
+                tail = container.logs(tail=20).decode(errors="replace").strip()
+                raise VerifyFailed(
+                    f"Asterisk exited while booting this render (container {container.status}):\n{tail}",
+                    "render it (`reconciler render DIR --out out/`) and look at the files it names",
+                ) from exc
+            raise
+        say("reading what Asterisk logged")
+        lines, outputs, complete = _read_log_and_query(asterisk, queries)
+    checks = verify(expectations, queries, outputs)
+    if not complete:
+        checks.append(Check("log lines of the boot read", False, "barrier line never reached the log"))
+    problems, notes = judge(lines, loaded, files, secret_values)
+    return VerifyResult(
+        revision=rev,
+        image=image,
+        problems=tuple(problems),
+        notes=tuple(notes),
+        checks=tuple(checks),
+        boot_s=boot_s,
+        duration_s=time.monotonic() - started,
+        placeholders=stand_ins,
+    )
