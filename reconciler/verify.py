@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
+import os
 import re
 import secrets as _random
 import shlex
@@ -200,7 +201,8 @@ def sandbox(client: Any, image: str, files: Mapping[str, str]) -> Any:
     on exit whatever happens (Ctrl-C included)."""
     from docker.errors import DockerException
 
-    name = f"reconciler-verify-{_random.token_hex(4)}"
+    # The pid lets a person (or a test) tell which run a container belongs to.
+    name = f"reconciler-verify-{os.getpid()}-{_random.token_hex(3)}"
     container = None
     try:
         container = client.containers.create(

@@ -1,0 +1,149 @@
+"""`reconciler verify` as a user (or the PR check) runs it: a real Asterisk of the project's image,
+booted without a network, says whether it takes a render; nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from reconciler.load import load_desired
+from reconciler.settings import REPO_ROOT, Settings
+from reconciler.verify import LABEL
+from tests.harness import containers
+from tests.harness.containers import poll
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = REPO_ROOT / "desired"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env["COLUMNS"] = "250"
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "verify", *args, "--env-file", str(cwd / "no.env")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def verify_containers(pid: int | None = None) -> list[str]:
+    """Names of the sandbox containers that exist now (of one verify process, with `pid`)."""
+    client = docker.from_env()
+    try:
+        names = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    finally:
+        client.close()
+    return [n for n in names if pid is None or n.startswith(f"reconciler-verify-{pid}-")]
+
+
+@pytest.fixture
+def desired(tmp_path: Path) -> Path:
+    """A desired state of our own (the harness's office); the port numbers do not matter here."""
+    target = tmp_path / "desired"
+    target.mkdir()
+    for name, text in containers.desired_yaml(5060, 5070).items():
+        (target / name).write_text(text)
+    return target
+
+
+def templates_with(tmp_path: Path, old: str, new: str) -> Path:
+    target = tmp_path / "templates"
+    shutil.copytree(Settings().templates_dir, target)
+    path = target / "pjsip.conf.j2"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return target
+
+
+def test_verify_passes_on_the_sample_without_its_secrets(docker_image: str, tmp_path: Path) -> None:
+    result = run(str(SAMPLE), "--placeholder-secrets", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["ok"] is True and verdict["problems"] == []
+    assert all(check["ok"] for check in verdict["checks"]) and verdict["checks"]
+
+
+def test_verify_fails_on_an_unknown_option_naming_the_desired_file_line_and_the_option(
+    docker_image: str, tmp_path: Path, desired: Path
+) -> None:
+    templates = templates_with(
+        tmp_path, "dtmf_mode = rfc4733\n", "dtmf_mode = rfc4733\nnot_an_option = yes\n"
+    )
+    result = run(str(desired), "--templates", str(templates), "--placeholder-secrets", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    file, line = load_desired(desired).locate(("extensions", 0))
+    expected = f"desired/{Path(file).name}:{line}: extensions[0]"  # as seen from the CLI's cwd
+    first = next(x for x in result.stdout.splitlines() if x.startswith("problem:"))
+    assert expected in first and "not_an_option" in first, result.stdout
+    assert "does not take revision" in result.stderr
+
+
+def test_verify_fails_on_a_broken_section_naming_the_rendered_line(
+    docker_image: str, tmp_path: Path, desired: Path
+) -> None:
+    templates = templates_with(tmp_path, "[{{ ext.number }}-auth]\n", "[{{ ext.number }}-auth\n")
+    result = run(
+        str(desired), "--templates", str(templates), "--placeholder-secrets", "--format", "json", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdict = json.loads(result.stdout)
+    parse_error = next(p for p in verdict["problems"] if "no closing ']'" in p["text"])
+    assert parse_error["field"] == "extensions[0].password"
+    assert parse_error["rendered"].startswith("pjsip.conf:")
+    assert not next(c for c in verdict["checks"] if c["name"].startswith("pjsip.conf live"))["ok"]
+
+
+def test_verify_without_the_image_exits_three_with_a_hint(
+    docker_image: str, tmp_path: Path, desired: Path
+) -> None:
+    result = run(
+        str(desired), "--placeholder-secrets", "--image", "asterisk-gitops/asterisk:no-such-tag", cwd=tmp_path
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "no-such-tag is not on this machine" in result.stderr and "hint:" in result.stderr
+
+
+def test_verify_removes_its_container_when_it_is_finished_or_terminated(
+    docker_image: str, tmp_path: Path, desired: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "verify", str(desired), "--placeholder-secrets"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert poll(lambda: verify_containers(proc.pid), 60.0, 0.05), "verify never started its container"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, "verify should have been interrupted while Asterisk booted"
+    assert verify_containers(proc.pid) == []
+
+    finished = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "verify", str(desired), "--placeholder-secrets"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert finished.wait(timeout=120) == 0
+    assert verify_containers(finished.pid) == []
