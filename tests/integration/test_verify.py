@@ -135,7 +135,7 @@ def test_verify_removes_its_container_when_it_is_finished_or_terminated(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1, "verify should have been interrupted while Asterisk booted"
+    assert proc.returncode != 0, "verify should have been interrupted while Asterisk booted"
     assert verify_containers(proc.pid) == []
 
     finished = subprocess.Popen(
