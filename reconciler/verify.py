@@ -203,7 +203,6 @@ def sandbox(client: Any, image: str, files: Mapping[str, str]) -> Any:
 
     # The pid lets a person (or a test) tell which run a container belongs to.
     name = f"reconciler-verify-{os.getpid()}-{_random.token_hex(3)}"
-    container = None
     try:
         container = client.containers.create(
             image, name=name, network_mode="none", labels={LABEL: "1"}, detach=True
@@ -216,9 +215,9 @@ def sandbox(client: Any, image: str, files: Mapping[str, str]) -> Any:
             f"cannot run a container of {image}: {exc}", "check Docker (`docker info`) and retry"
         ) from exc
     finally:
-        if container is not None:
-            with contextlib.suppress(DockerException):
-                container.remove(force=True, v=True)
+        # By name: an interrupt can land after Docker created it but before `create` returned.
+        with contextlib.suppress(DockerException):
+            client.api.remove_container(name, force=True, v=True)
 
 
 def _read_log_and_query(

@@ -42,7 +42,9 @@ def verify_containers(pid: int | None = None) -> list[str]:
     """Names of the sandbox containers that exist now (of one verify process, with `pid`)."""
     client = docker.from_env()
     try:
-        names = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+        # the low-level list: no per-container lookup that races with a removal
+        rows = client.api.containers(all=True, filters={"label": LABEL})
+        names = [name.lstrip("/") for row in rows for name in row.get("Names", [])]
     finally:
         client.close()
     return [n for n in names if pid is None or n.startswith(f"reconciler-verify-{pid}-")]
