@@ -34,6 +34,7 @@ from reconciler.errors import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    AsteriskUnavailable,
     Problem,
     ReconcilerError,
     ValidationFailed,
@@ -174,6 +175,7 @@ def export_base(desired_dir: Path, ref: str, target: Path) -> tuple[str, Path | 
     with repo:
         try:
             commit = repo.commit(ref)
+            tree = commit.tree  # a full sha is not looked up until its tree is read
         except (git.BadName, git.BadObject, ValueError):
             raise PrCheckSetupError(
                 f"base {ref!r} is not a commit of this clone",
@@ -182,7 +184,6 @@ def export_base(desired_dir: Path, ref: str, target: Path) -> tuple[str, Path | 
             ) from None
         workdir = Path(repo.working_tree_dir or ".").resolve()
         rel = Path(desired_dir).resolve().relative_to(workdir).as_posix()
-        tree = commit.tree
         if rel != ".":
             try:
                 tree = tree / rel
@@ -251,12 +252,16 @@ def run_verify(
             code = proc.wait()
     except OSError as exc:
         raise PrCheckSetupError(f"cannot run reconciler verify: {exc}", "check the installation") from None
-    output = "\n".join(lines)
+    return verify_outcome(code, "\n".join(lines), options.verify)
+
+
+def verify_outcome(code: int, output: str, mode: VerifyMode) -> VerifyOutcome:
+    """What an exit code of `reconciler verify` means for the check (3: skipped, unless `always`)."""
     if code == EXIT_OK:
         return VerifyOutcome("passed", "Asterisk loaded the render and logged no error or warning", output)
     if code == EXIT_UNAVAILABLE:
-        if options.verify == "always":
-            raise PrCheckSetupError(
+        if mode == "always":
+            raise AsteriskUnavailable(
                 "verify needs Docker and the project's Asterisk image, and they are unavailable",
                 "start Docker and build or pull the image (scripts/build-images.sh asterisk), "
                 "or pass --verify auto to skip it",
