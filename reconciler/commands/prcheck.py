@@ -23,6 +23,15 @@ def _base_ref(base: str | None, pr: github.PullRequest | None, environ: dict[str
     return None
 
 
+def _annotation_path(file: str, environ: dict[str, str]) -> str:
+    """GitHub places an annotation by a path relative to the repository root (the workspace)."""
+    path = Path(file)
+    root = Path(environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+    if path.is_absolute() and path.resolve().is_relative_to(root):
+        return path.resolve().relative_to(root).as_posix()
+    return file
+
+
 def pr_check(
     desired_dir: Path | None = DIR_ARG,
     base: str | None = typer.Option(
