@@ -15,6 +15,7 @@ are never read for them.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import secrets
@@ -25,9 +26,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import git
+import typer
 
 from reconciler import plan as planning
 from reconciler.errors import (
@@ -53,8 +55,10 @@ from reconciler.sources import _write_tree
 VerifyMode = Literal["auto", "always", "never"]
 VERIFY_MODES: tuple[VerifyMode, ...] = ("auto", "always", "never")
 VERIFY_COMMAND = "verify"
-# `reconciler verify` lines that name a desired file: `desired/extensions.yaml:12: message`.
-_LOCATED_LINE = re.compile(r"^(?P<file>[^\s:]+\.ya?ml):(?P<line>\d+):\s*(?P<message>.+)$")
+VERIFY_TIMEOUT_S = 600.0
+# `reconciler verify` text lines that name a desired file: `desired/extensions.yaml:12: message`
+# (optionally after a `problem: ` label).
+_LOCATED_LINE = re.compile(r"^(?:problem:\s*)?(?P<file>[^\s:]+\.ya?ml):(?P<line>\d+):\s*(?P<message>.+)$")
 
 
 class PrCheckSetupError(ReconcilerError):
@@ -75,7 +79,8 @@ class Located:
 class VerifyOutcome:
     status: Literal["passed", "failed", "skipped"]
     detail: str
-    output: str = ""
+    output: str = ""  # what verify said, for the report
+    located: tuple[Located, ...] = ()  # its problems that name a desired file and line
 
 
 @dataclass(frozen=True)
@@ -199,14 +204,21 @@ def export_base(desired_dir: Path, ref: str, target: Path) -> tuple[str, Path | 
 # ----------------------------------------------------------------------------------------------- verify
 
 
+def _verify_command() -> Any:
+    """This reconciler's `verify` command (a click command: typer may vendor click, so it is not
+    imported by name), or None when it has none."""
+    group = typer.main.get_command(importlib.import_module("reconciler.cli").app)
+    return getattr(group, "commands", {}).get(VERIFY_COMMAND)
+
+
 def verify_available() -> bool:
     """Whether this reconciler has a `verify` command (it renders into a throwaway Asterisk)."""
-    app = importlib.import_module("reconciler.cli").app
-    for info in app.registered_commands:
-        name = info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
-        if name == VERIFY_COMMAND:
-            return True
-    return False
+    return _verify_command() is not None
+
+
+def _verify_speaks_json() -> bool:
+    command = _verify_command()
+    return command is not None and any("--format" in getattr(p, "opts", ()) for p in command.params)
 
 
 def run_verify(
@@ -217,8 +229,9 @@ def run_verify(
     environ: Mapping[str, str],
     echo: Callable[[str], None],
 ) -> VerifyOutcome:
-    """`reconciler verify` on the head, as a subprocess (its documented interface: exit 0 clean,
-    1 Asterisk logged problems, 3 Docker or the image unavailable), its output echoed line by line."""
+    """`reconciler verify` on the head, as a subprocess through its documented interface (exit 0
+    clean, 1 Asterisk logged problems, 3 Docker or the image unavailable); its findings as JSON when
+    it offers `--format json`, else its text."""
     if options.verify == "never":
         return VerifyOutcome("skipped", "--verify never")
     if not verify_available():
@@ -234,25 +247,61 @@ def run_verify(
         command += ["--templates", str(options.templates_dir)]
     if options.image:
         command += ["--image", options.image]
+    as_json = _verify_speaks_json()
+    if as_json:
+        command += ["--format", "json"]
     # The throwaway values must win: no same-named variable of the runner, no /run/secrets.
     names = set(secret_names)
     env = {k: v for k, v in environ.items() if k not in names}
     env["RECONCILER_SECRETS_DIR"] = str(env_file.parent / "no-secrets")
     env["RECONCILER_ENV_FILE"] = str(env_file)
-    echo("verify: loading the head's render into a throwaway Asterisk container...")
-    lines: list[str] = []
+    echo("verify: booting the head's render in a throwaway Asterisk container...")
     try:
-        with subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line.rstrip("\n"))
-                echo("  " + lines[-1])
-            code = proc.wait()
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=VERIFY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return VerifyOutcome("failed", f"reconciler verify did not finish within {VERIFY_TIMEOUT_S:.0f} s")
     except OSError as exc:
         raise PrCheckSetupError(f"cannot run reconciler verify: {exc}", "check the installation") from None
-    return verify_outcome(code, "\n".join(lines), options.verify)
+    findings = _json_findings(proc.stdout) if as_json else None
+    if findings is None:
+        output = "\n".join(part.rstrip("\n") for part in (proc.stdout, proc.stderr) if part.strip())
+        located = tuple(located_in(output))
+    else:
+        output, located = findings
+        tail = proc.stderr.strip()
+        output = "\n".join(part for part in (output, tail) if part)
+    for line in output.splitlines():
+        echo("  " + line)
+    outcome = verify_outcome(proc.returncode, output, options.verify)
+    return replace(outcome, located=located) if outcome.status == "failed" else outcome
+
+
+def _json_findings(stdout: str) -> tuple[str, tuple[Located, ...]] | None:
+    """(text, located problems) of `verify --format json`; None when stdout is not that JSON."""
+    try:
+        result = json.loads(stdout)
+    except ValueError:
+        return None
+    if not isinstance(result, dict) or not isinstance(result.get("problems"), list):
+        return None
+    lines: list[str] = []
+    located: list[Located] = []
+    for problem in result["problems"]:
+        if not isinstance(problem, dict):
+            continue
+        text = str(problem.get("text") or problem.get("asterisk") or "")
+        lines.append(f"problem: {text}")
+        file, line = problem.get("file"), problem.get("line")
+        if isinstance(file, str) and isinstance(line, int) and line > 0:
+            located.append(Located(file, line, text, "verify"))
+    for check in result.get("checks") or []:
+        if isinstance(check, dict) and not check.get("ok", True):
+            detail = f" ({check['detail']})" if check.get("detail") else ""
+            lines.append(f"FAILED {check.get('name')}{detail}")
+    for note in result.get("notes") or []:
+        if isinstance(note, dict) and note.get("text"):
+            lines.append(f"note: {note['text']}")
+    return "\n".join(lines), tuple(located)
 
 
 def verify_outcome(code: int, output: str, mode: VerifyMode) -> VerifyOutcome:
@@ -357,7 +406,7 @@ def run_pr_check(
 
         env_file = write_env_file(values, work / "throwaway.env")
         report.verify = run_verify(options, env_file, values, revision, environ, echo)
-        report.located += located_in(report.verify.output) if report.verify.status == "failed" else []
+        report.located += list(report.verify.located)
     return report
 
 

@@ -3,6 +3,7 @@ the verify step's outcomes, and the markdown report (a throwaway git repository 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -169,10 +170,46 @@ def test_verify_exit_codes_map_to_passed_failed_and_skipped() -> None:
 
 
 def test_verify_lines_that_name_a_desired_file_become_annotations() -> None:
-    output = "checking...\ndesired/providers.yaml:4: pbx_provider: Asterisk: bad option\npjsip.conf:9: raw\n"
+    output = (
+        "checking...\ndesired/providers.yaml:4: pbx_provider: Asterisk: bad option\n"
+        "problem: desired/extensions.yaml:9: extensions[1]: ERROR x\npjsip.conf:9: raw\n"
+    )
     assert prcheck.located_in(output) == [
-        prcheck.Located("desired/providers.yaml", 4, "pbx_provider: Asterisk: bad option", "verify")
+        prcheck.Located("desired/providers.yaml", 4, "pbx_provider: Asterisk: bad option", "verify"),
+        prcheck.Located("desired/extensions.yaml", 9, "extensions[1]: ERROR x", "verify"),
     ]
+
+
+def test_verify_json_findings_give_the_report_lines_and_the_annotations() -> None:
+    stdout = json.dumps(
+        {
+            "ok": False,
+            "problems": [
+                {
+                    "text": "desired/extensions.yaml:9: extension 4001: pjsip.conf:44: ERROR bad",
+                    "file": "desired/extensions.yaml",
+                    "line": 9,
+                },
+                {"text": "pjsip.conf:3: WARNING somewhere else", "file": None, "line": None},
+            ],
+            "notes": [{"text": "pbx_provider: host x.invalid does not resolve in the sandbox"}],
+            "checks": [
+                {"name": "endpoints", "ok": False, "detail": "4001 missing"},
+                {"name": "markers", "ok": True},
+            ],
+        }
+    )
+    findings = prcheck._json_findings(stdout)
+    assert findings is not None
+    text, located = findings
+    assert text.splitlines() == [
+        "problem: desired/extensions.yaml:9: extension 4001: pjsip.conf:44: ERROR bad",
+        "problem: pjsip.conf:3: WARNING somewhere else",
+        "FAILED endpoints (4001 missing)",
+        "note: pbx_provider: host x.invalid does not resolve in the sandbox",
+    ]
+    assert [(loc.file, loc.line) for loc in located] == [("desired/extensions.yaml", 9)]
+    assert prcheck._json_findings("not json") is None
 
 
 def test_a_failed_verify_fails_the_check_and_shows_asterisks_lines(repo: git.Repo) -> None:
