@@ -451,9 +451,11 @@ def format_report(report: PrCheckReport, max_chars: int | None = None) -> str:
         "",
         "",
     ]
-    if verify.status == "failed" and verify.output:
+    if verify.status != "skipped" and verify.output:
+        # Open when it failed; a pass may still carry notes (e.g. a provider host the sandbox
+        # cannot resolve), folded away.
         rows += [
-            "<details open><summary>reconciler verify</summary>",
+            f"<details{' open' if verify.status == 'failed' else ''}><summary>reconciler verify</summary>",
             "",
             fenced(verify.output, "text"),
             "",
