@@ -427,14 +427,21 @@ def format_report(report: PrCheckReport, max_chars: int | None = None) -> str:
     """The report as markdown: a verdict line, validate/plan/verify rows, then the plan itself.
     With `max_chars`, a diff that would not fit is left out (the job log has it)."""
     if not report.valid:
-        lines = [
-            f"## PBX check of `{report.desired}`: ❌ {len(report.problems)} problem(s)",
-            "",
-            fenced("\n".join(str(p) for p in report.problems), "text"),
-            "",
-            "Fix these lines (they are annotated on the diff); nothing was rendered or planned.",
-        ]
-        return "\n".join(lines) + "\n"
+        shown = [str(p) for p in report.problems]
+        while True:
+            left_out = len(report.problems) - len(shown)
+            more = [f"... and {left_out} more: the job log lists them all"] if left_out else []
+            lines = [
+                f"## PBX check of `{report.desired}`: ❌ {len(report.problems)} problem(s)",
+                "",
+                fenced("\n".join(shown + more), "text"),
+                "",
+                "Fix these lines (they are annotated on the diff); nothing was rendered or planned.",
+            ]
+            body = "\n".join(lines) + "\n"
+            if max_chars is None or len(body) <= max_chars or len(shown) <= 1:
+                return body
+            shown = shown[: len(shown) // 2]
     assert report.plan is not None
     changes = len(report.plan.changes)
     verdict = "✅ valid" if report.passed else "❌ Asterisk rejects it"

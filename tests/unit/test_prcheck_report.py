@@ -4,6 +4,7 @@ the verify step's outcomes, and the markdown report (a throwaway git repository 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import git
 import pytest
 
 from reconciler import prcheck
-from reconciler.errors import AsteriskUnavailable
+from reconciler.errors import AsteriskUnavailable, Problem
 from reconciler.load import load_desired
 from reconciler.model import secret_refs
 from reconciler.prcheck import PrCheckOptions, PrCheckSetupError, run_pr_check
@@ -226,6 +227,18 @@ def test_a_plan_too_long_for_a_comment_leaves_out_the_diff_but_keeps_the_changes
     short = prcheck.format_report(report, max_chars=len(full) - 1)
     assert "diff left out: too long for a comment" in short
     assert "extension 4000 added" in short and len(short) < len(full)
+
+
+def test_thousands_of_problems_fit_in_a_comment_and_say_how_many_were_left_out() -> None:
+    problems = [
+        Problem("desired/extensions.yaml", i, f"extensions[{i}].pasword", "unknown key")
+        for i in range(1, 3001)
+    ]
+    report = prcheck.PrCheckReport(desired="desired", problems=problems)
+    body = prcheck.format_report(report, max_chars=60_000)
+    assert len(body) <= 60_000 and "❌ 3000 problem(s)" in body
+    assert "desired/extensions.yaml:1: extensions[1].pasword: unknown key" in body
+    assert re.search(r"\.\.\. and \d+ more: the job log lists them all", body)
 
 
 def test_a_code_fence_is_longer_than_any_backtick_run_in_its_text() -> None:
