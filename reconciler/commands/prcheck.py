@@ -24,12 +24,11 @@ def _base_ref(base: str | None, pr: github.PullRequest | None, environ: dict[str
 
 
 def _annotation_path(file: str, environ: dict[str, str]) -> str:
-    """GitHub places an annotation by a path relative to the repository root (the workspace)."""
-    path = Path(file)
+    """GitHub places an annotation by a path relative to the repository root (the workspace);
+    problems name files relative to the current directory, which may be elsewhere."""
+    full = (Path.cwd() / file).resolve()
     root = Path(environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
-    if path.is_absolute() and path.resolve().is_relative_to(root):
-        return path.resolve().relative_to(root).as_posix()
-    return file
+    return full.relative_to(root).as_posix() if full.is_relative_to(root) else file
 
 
 def pr_check(
@@ -86,7 +85,7 @@ def pr_check(
                 github.workflow_command(
                     "error",
                     located.message,
-                    file=located.file,
+                    file=_annotation_path(located.file, environ),
                     line=located.line,
                     title=f"reconciler {located.source}",
                 )

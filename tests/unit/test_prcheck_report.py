@@ -10,8 +10,10 @@ from pathlib import Path
 
 import git
 import pytest
+from typer.testing import CliRunner
 
 from reconciler import prcheck
+from reconciler.cli import app
 from reconciler.errors import AsteriskUnavailable, Problem
 from reconciler.load import load_desired
 from reconciler.model import secret_refs
@@ -244,3 +246,18 @@ def test_thousands_of_problems_fit_in_a_comment_and_say_how_many_were_left_out()
 def test_a_code_fence_is_longer_than_any_backtick_run_in_its_text() -> None:
     fenced = prcheck.fenced("a ```` b", "text")
     assert fenced.startswith("`````text\n") and fenced.endswith("\n`````")
+
+
+def test_in_github_actions_a_desired_dir_given_from_elsewhere_is_annotated_relative_to_the_workspace(
+    repo: git.Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_extension(repo, NEW_EXTENSION.replace("password:", "pasword:"))
+    root = Path(repo.working_tree_dir or ".").resolve()
+    monkeypatch.chdir(root.parent)  # problems name the files as pbx-config/desired/... from here
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(root), "RECONCILER_ENV_FILE": "/dev/null"}
+    result = CliRunner().invoke(app, ["pr-check", str(root / "desired"), "--no-comment"], env=env)
+    assert result.exit_code == 1
+    annotations = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    assert annotations and all(
+        a.startswith("::error file=desired/extensions.yaml,line=") for a in annotations
+    )
