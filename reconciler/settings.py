@@ -8,15 +8,31 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 
+# The source checkout this module sits in. Meaningful only in a checkout (tests, development); an
+# installed package finds its data through importlib.resources instead.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_PACKAGE = "reconciler.templates"
+
+
+def packaged_templates_dir() -> Path:
+    """The `*.conf.j2` templates shipped in the package (the repository's templates/, installed as
+    `reconciler.templates`): the same directory from a wheel, an sdist or an editable install."""
+    try:
+        root = resources.files(TEMPLATES_PACKAGE)
+    except ModuleNotFoundError:
+        # A checkout run without installing (PYTHONPATH=.): no installer mapped templates/ yet.
+        return REPO_ROOT / "templates"
+    # Jinja2's FileSystemLoader needs a directory on disk; pip always installs packages unzipped.
+    return Path(str(root))
 
 
 @dataclass(frozen=True)
 class Settings:
     desired_dir: Path = Path("desired")
-    templates_dir: Path = REPO_ROOT / "templates"
+    templates_dir: Path = field(default_factory=packaged_templates_dir)
     # Docker container that runs Asterisk, and the directory inside it that the reconciler owns.
     container: str = "gitops-pbx"
     managed_dir: str = "/etc/asterisk/managed"
@@ -33,7 +49,9 @@ class Settings:
         env = os.environ
         base = cls(
             desired_dir=Path(env.get("RECONCILER_DESIRED_DIR", "desired")),
-            templates_dir=Path(env.get("RECONCILER_TEMPLATES", str(REPO_ROOT / "templates"))),
+            templates_dir=Path(env["RECONCILER_TEMPLATES"])
+            if env.get("RECONCILER_TEMPLATES")
+            else packaged_templates_dir(),
             container=env.get("RECONCILER_CONTAINER", "gitops-pbx"),
             managed_dir=env.get("RECONCILER_MANAGED_DIR", "/etc/asterisk/managed"),
             state_dir=Path(env.get("RECONCILER_STATE_DIR", ".state")),

@@ -3,6 +3,7 @@
 #
 #   asterisk-gitops/asterisk:<sha12>   (+ :latest)  from asterisk/
 #   asterisk-gitops/reconciler:<sha12> (+ :latest)  from Dockerfile + pyproject.toml + reconciler/ + templates/
+#                                                  (a wheel built in the image, then installed; no README)
 #
 # The hash covers every input file and the base image id, so an unchanged tree costs one
 # `docker image inspect` per image: that is what keeps CI fast on a machine that built before.
@@ -71,7 +72,7 @@ build_asterisk() {
 }
 
 build_reconciler() {
-    build reconciler "$ROOT" "$ROOT/Dockerfile" Dockerfile .dockerignore pyproject.toml README.md reconciler templates
+    build reconciler "$ROOT" "$ROOT/Dockerfile" Dockerfile .dockerignore pyproject.toml reconciler templates
 }
 
 main() {
