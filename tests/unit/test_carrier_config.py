@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from reconciler import carrier
 from reconciler.confparse import parse_conf
 from reconciler.errors import ValidationFailed
 from reconciler.load import load_desired
+from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import FAKE_SECRETS, CliResult, edit, fake_settings, use_real_provider
 
 
@@ -185,3 +187,20 @@ def test_carrier_show_in_words_tells_what_to_dial(cli: Callable[..., CliResult],
     assert result.code == 0, result.stderr
     assert "plays provider pbx_provider" in result.stdout
     assert "dial 9 + number: it receives the number without the 9" in result.stdout
+
+
+def test_make_carrier_log_reads_the_file_the_carriers_dialplan_writes() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    [path] = re.findall(r"^CARRIER_CALLS_LOG := (\S+)$", makefile, re.MULTILINE)
+    assert path == carrier.CALLS_LOG
+
+
+def test_compose_runs_the_carrier_in_its_role_with_its_own_rtp_range() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+    service = compose["services"]["carrier"]
+    assert service["command"] == ["carrier"] and service["profiles"] == ["carrier"]
+    assert service["container_name"] == "${CARRIER_CONTAINER:-gitops-carrier}"
+    start, end = (int(service["environment"][k].split(":-")[1].rstrip("}")) for k in ("RTP_START", "RTP_END"))
+    pbx = compose["services"]["asterisk"]["environment"]
+    pbx_start, pbx_end = (int(pbx[k].split(":-")[1].rstrip("}")) for k in ("RTP_START", "RTP_END"))
+    assert end < pbx_start or start > pbx_end
