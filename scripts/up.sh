@@ -103,7 +103,6 @@ docker compose --profile watch up -d reconciler
 
 say "8/8 phones, status and what to dial"
 if [ "$SHOW_PASSWORDS" = 1 ]; then
-    printf '\n!! The settings below include SIP passwords: do not paste them into tickets or chats.\n' >&2
     reconciler softphones --dir /desired --show-passwords
 else
     reconciler softphones --dir /desired
@@ -112,7 +111,7 @@ reconciler status --container "$PBX_CONTAINER" --dir /desired --state-dir /state
 if [ "$carrier_wanted" = yes ]; then
     echo
     reconciler carrier show /desired --port "$CARRIER_PORT" --container "$CARRIER_CONTAINER"
-    echo "  what it received: make carrier-log"
+    echo "  read it with: make carrier-log"
 fi
 echo
 say "PBX up. Dashboard: http://${RECONCILER_HTTP:-127.0.0.1:8088}/   Console: make cli   Stop (keeps config, voicemail, logs): make down"

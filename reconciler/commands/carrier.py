@@ -74,8 +74,8 @@ def show(
         console.print(f"  dial {escape(hint)}")
     console.print(f"  it answers with an announcement and hangs up after at most {plan.config.max_call_s} s")
     console.print(
-        "  what it received, one line per answered call (to=number, from=caller ID): "
-        "`reconciler carrier calls`"
+        f"  what it received: one line per answered call (to=number, from=caller ID) in "
+        f"{escape(container)}:{carrier.CALLS_LOG}, shown by `reconciler carrier calls`"
     )
 
 
