@@ -1,7 +1,8 @@
 # Every target installs what it needs on a fresh Debian machine (python3, make and git assumed).
-#   make up [DESIRED=dir]   PBX + reconciler with the desired state applied; prints phone settings
+#   make up [DESIRED=dir]   PBX + reconciler (+ sandbox carrier) with the desired state applied
 #   make down               stop the stack, keep config, voicemail and logs (volumes)
 #   make cli                Asterisk console
+#   make carrier-log        what the sandbox carrier received (one line per answered call)
 #   make test               lint + unit + integration tests (real Asterisk, real SIPp)
 #   make lint               ruff check + ruff format --check
 #   make image              build the images (cached by content hash)
@@ -13,25 +14,32 @@ DESIRED ?= desired
 ENV_FILE ?= .env
 PBX_CONTAINER ?= gitops-pbx
 RECONCILER_NAME ?= gitops-reconciler
+CARRIER_CONTAINER ?= gitops-carrier
+CARRIER_PORT ?= 5070
+# Written by the carrier's dialplan (reconciler/carrier.py CALLS_LOG; a unit test keeps them equal).
+CARRIER_CALLS_LOG := /var/log/asterisk/carrier_calls.log
 SHOW_PASSWORDS ?= 1
 VENV := .venv
 PY := $(VENV)/bin/python
-export DESIRED ENV_FILE PBX_CONTAINER RECONCILER_NAME SHOW_PASSWORDS
+export DESIRED ENV_FILE PBX_CONTAINER RECONCILER_NAME CARRIER_CONTAINER CARRIER_PORT SHOW_PASSWORDS
 
-.PHONY: help up down cli test lint image venv test-tools
+.PHONY: help up down cli carrier-log test lint image venv test-tools
 
 help:
-	@sed -n '2,7p' Makefile | sed 's/^# //'
+	@sed -n '2,8p' Makefile | sed 's/^# //'
 
 up:
 	scripts/up.sh
 
 down:
 	scripts/ensure-docker.sh
-	DESIRED_DIR="$(abspath $(DESIRED))" docker compose --profile watch down
+	DESIRED_DIR="$(abspath $(DESIRED))" docker compose --profile watch --profile carrier down
 
 cli:
 	docker exec -it $(PBX_CONTAINER) asterisk -rvvv
+
+carrier-log:
+	@docker exec $(CARRIER_CONTAINER) sh -c 'cat $(CARRIER_CALLS_LOG) 2>/dev/null || echo "no calls yet: dial 9 + a number from a phone"'
 
 image:
 	scripts/build-images.sh

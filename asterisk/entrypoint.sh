@@ -1,7 +1,19 @@
 #!/bin/sh
 # Write the RTP port range from the environment, then become Asterisk (PID 1, foreground).
 # `core restart` re-executes Asterisk in place, so the container survives it.
+#
+#   entrypoint.sh            the PBX (default)
+#   entrypoint.sh carrier    the sandbox carrier: the same Asterisk plus the two dialplan functions
+#                            its rendered config uses (FILE() for the calls log, TIMEOUT() to bound
+#                            a call); `reconciler carrier apply` writes its pjsip/extensions.conf
+#   entrypoint.sh CMD...     runs CMD instead of Asterisk
 set -eu
+
+ROLE=pbx
+if [ "${1:-}" = carrier ]; then
+    ROLE=carrier
+    shift
+fi
 
 RTP_START="${RTP_START:-10000}"
 RTP_END="${RTP_END:-10999}"
@@ -42,6 +54,15 @@ writeprotect = yes
 "
 placeholder voicemail.conf "[general]
 "
+
+# modules.conf `#tryinclude`s role-modules.conf: empty for the PBX, which never loads FILE().
+if [ "$ROLE" = carrier ]; then
+    printf '; Written by the container entrypoint (role: carrier); do not edit.\nload = func_env.so\nload = func_timeout.so\n'
+else
+    printf '; Written by the container entrypoint (role: pbx): no extra modules.\n'
+fi > /etc/asterisk/role-modules.conf
+chown root:asterisk /etc/asterisk/role-modules.conf
+chmod 0640 /etc/asterisk/role-modules.conf
 
 if [ "$#" -gt 0 ]; then
     exec "$@"

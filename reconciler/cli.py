@@ -11,7 +11,7 @@ from rich.console import Console
 
 from reconciler.errors import EXIT_ERROR, ReconcilerError
 
-COMMAND_MODULES = ("desired", "apply", "watch", "observe", "prcheck", "verify")
+COMMAND_MODULES = ("desired", "apply", "watch", "observe", "carrier", "prcheck", "verify")
 
 app = typer.Typer(
     name="reconciler",

@@ -8,6 +8,8 @@
 # The hash covers every input file and the base image id, so an unchanged tree costs one
 # `docker image inspect` per image: that is what keeps CI fast on a machine that built before.
 # Usage: scripts/build-images.sh [asterisk|reconciler]...   (default: both, Asterisk first)
+# IMAGE_TAGS_OUT=FILE appends `ASTERISK_IMAGE_TAG=<sha12>` / `RECONCILER_IMAGE_TAG=<sha12>` lines to
+# FILE, so `make up` runs exactly the images of this tree even if another tree retags :latest.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +39,9 @@ build() {
     shift 3
     local tag started log
     tag="$(inputs_hash "$@")"
+    if [ -n "${IMAGE_TAGS_OUT:-}" ]; then
+        printf '%s_IMAGE_TAG=%s\n' "$(printf %s "$name" | tr '[:lower:]' '[:upper:]')" "$tag" >>"$IMAGE_TAGS_OUT"
+    fi
     if docker image inspect "$repo:$tag" >/dev/null 2>&1; then
         docker tag "$repo:$tag" "$repo:latest"
         say "$repo:$tag is up to date (tagged :latest)"

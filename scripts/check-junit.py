@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Fail a green pytest run that proved less than it seems: no tests at all, or integration/gitops
-tests that were skipped (e.g. because no Docker engine or image was found). `make test` runs this
-after pytest; set ALLOW_SKIPS=1 to accept skips knowingly.
+"""Fail a green pytest run that proved less than it seems: no tests at all, or integration, gitops
+or user-path tests that were skipped (e.g. because no Docker engine or image was found). `make test`
+runs this after pytest; set ALLOW_SKIPS=1 to accept skips knowingly.
 
 Usage: scripts/check-junit.py JUNIT_XML
 """
@@ -12,7 +12,7 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 
-MUST_RUN = ("tests.integration.", "tests.gitops.", "integration.", "gitops.")
+MUST_RUN = ("tests.integration.", "tests.gitops.", "tests.userpath.", "integration.", "gitops.", "userpath.")
 
 
 def main(argv: list[str]) -> int:

@@ -3,9 +3,9 @@
 - `ports`: `reserve_port()`, `reserve_rtp_range()` (flock-reserved across processes, bind-tested),
   `socket_pids(port)` to prove who owns a port.
 - `containers`: `PbxContainer` (empty managed dir: the reconciler writes into it),
-  `ProviderContainer` (a second Asterisk as the SIP provider: accepts REGISTER from `pbxtrunk`,
-  answers any number, `received_numbers()`), `pbx_stack(workdir)` (both plus a desired dir and
-  secrets; `PbxStack.apply()` runs the real apply), `write_desired_dir()`, `make_secrets()`, `poll()`.
+  `ProviderContainer` (the product's sandbox carrier as the SIP provider: accepts REGISTER from
+  `pbxtrunk`, answers any number, `received_numbers()`), `pbx_stack(workdir)` (both plus a desired
+  dir and secrets; `PbxStack.apply()` runs the real apply), `write_desired_dir()`, `make_secrets()`, `poll()`.
 - `sipp`: `register()`, `unregister()`, `call()`, `invite_without_auth()` → `SippResult`;
   `answering_phone()` (a registered UAS that records which calls it answered); `kill_all()`.
 

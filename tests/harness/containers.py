@@ -1,5 +1,8 @@
 """Asterisk containers for tests: the PBX under test and a second Asterisk acting as the provider.
 
+The provider is the product's own sandbox carrier (`reconciler.carrier`: the config `make up`
+gives `gitops-carrier`), on a reserved port, so the tests exercise the carrier users get.
+
 Both run the project's image with host networking (SIP on 127.0.0.1, a port reserved by
 `ports.reserve_port`, their own RTP block). Containers are named `test-<purpose>-<random>` and are
 always removed by `stop()` (the context managers and fixtures call it in `finally`).
@@ -25,9 +28,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
 import docker
-import jinja2
 from testcontainers.core.container import DockerContainer
 
+from reconciler import carrier
 from tests.harness import ports
 
 if TYPE_CHECKING:
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
 IMAGE = os.environ.get("ASTERISK_TEST_IMAGE", "asterisk-gitops/asterisk:latest")
 MANAGED_DIR = "/etc/asterisk/managed"
 MESSAGES_LOG = "/var/log/asterisk/messages.log"
-PROVIDER_TEMPLATES = Path(__file__).parent / "provider"
 PROVIDER_USER = "pbxtrunk"
 EXTENSIONS = tuple(str(n) for n in range(4000, 4006))
 T = TypeVar("T")
@@ -140,6 +142,9 @@ class AsteriskContainer:
     `sip_port` is reserved at construction, so a test can write it into config before `start()`.
     """
 
+    # The image's role argument (`entrypoint.sh carrier`); None: the default role, the PBX.
+    role: str | None = None
+
     def __init__(self, purpose: str, *, image: str = IMAGE, name_prefix: str = "test") -> None:
         self.purpose = purpose
         self.image = image
@@ -177,6 +182,8 @@ class AsteriskContainer:
             .with_env("RTP_START", str(self.rtp_range[0]))
             .with_env("RTP_END", str(self.rtp_range[1]))
         )
+        if self.role is not None:
+            container.with_command(self.role)
         for name, data in self._files.items():
             container.with_copy_into_container(data, f"{MANAGED_DIR}/{name}", 0o644)
         for host_path, container_path in self._volumes:
@@ -307,32 +314,30 @@ class PbxContainer(AsteriskContainer):
 
 
 class ProviderContainer(AsteriskContainer):
-    """A second Asterisk acting as the SIP provider for the PBX.
+    """A second Asterisk acting as the SIP provider for the PBX: the product's sandbox carrier.
 
     It accepts a REGISTER from user `pbxtrunk` with `password`, identifies the PBX's INVITEs by its
     address *and port* (a bare 127.0.0.1 would make every loopback sender the trunk) and still
-    challenges them, answers any number, records each dialled number in AstDB (`received/<uniqueid>`)
-    and hangs up after `answer_s` seconds unless the caller hangs up first.
+    challenges them, answers any number, appends each answered call to its calls log
+    (`carrier.CALLS_LOG`: `to=<number> from=<caller ID>`) and hangs up after `answer_s` seconds
+    unless the caller hangs up first.
     """
+
+    role = "carrier"
 
     def __init__(self, pbx_port: int, password: str, *, answer_s: int = 60, **kwargs: str) -> None:
         super().__init__("provider", **kwargs)
         self.pbx_port = pbx_port
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(PROVIDER_TEMPLATES),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,
+        self.config = carrier.CarrierConfig(
+            sip_port=self.sip_port,
+            pbx_port=pbx_port,
+            username=PROVIDER_USER,
+            password=password,
+            provider="fake_provider",
+            max_call_s=int(answer_s),
         )
-        values = {
-            "sip_port": self.sip_port,
-            "pbx_port": pbx_port,
-            "username": PROVIDER_USER,
-            "password": password,
-            "answer_s": int(answer_s),
-        }
-        for name in ("pjsip.conf", "extensions.conf"):
-            self.with_managed_file(name, env.get_template(f"{name}.j2").render(values))
+        for name, text in carrier.render_carrier(self.config).items():
+            self.with_managed_file(name, text)
 
     def start(self, boot_timeout_s: float = 30.0) -> Self:
         super().start(boot_timeout_s)
@@ -343,21 +348,18 @@ class ProviderContainer(AsteriskContainer):
             raise
         return self
 
+    def received_calls(self) -> list[carrier.CarrierCall]:
+        """Every call the provider answered (its calls log), oldest first."""
+        return carrier.parse_calls_log(self.read_file(carrier.CALLS_LOG))
+
     def received_numbers(self) -> list[str]:
-        """Every number the provider was asked to call, oldest first."""
-        rows = re.findall(
-            r"^/received/(\S+)\s*:\s*(\S*)\s*$", self.cli("database show received"), re.MULTILINE
-        )
-
-        def order(uniqueid: str) -> tuple[int, int]:
-            epoch, _, seq = uniqueid.rsplit("-", 1)[-1].partition(".")
-            return int(epoch or 0), int(seq or 0)
-
-        return [number for _, number in sorted(rows, key=lambda row: order(row[0]))]
+        """Every number the provider answered, oldest first."""
+        return [call.to for call in self.received_calls()]
 
     def clear_received(self) -> None:
-        """Forget the numbers received so far."""
-        self.cli("database deltree received")
+        """Forget the numbers received so far (empties the log; Asterisk keeps owning the file)."""
+        log = shlex.quote(carrier.CALLS_LOG)
+        self.exec(f"[ -f {log} ] && : > {log}; true")
 
     def wait_received(self, count: int, timeout_s: float = 10.0) -> list[str]:
         """Poll until at least `count` numbers were received; return what was received."""

@@ -12,6 +12,8 @@ from reconciler.load import load_desired
 from reconciler.settings import REPO_ROOT, Settings
 
 SAMPLE_DIR = REPO_ROOT / "desired"
+# The seed's real provider (TLS, registration), shipped as the example to switch to.
+REAL_PROVIDER_EXAMPLE = REPO_ROOT / "examples" / "providers" / "pbxonthecloud.yaml"
 TEMPLATES_DIR = REPO_ROOT / "templates"
 
 # Strong fake values: never real secrets, fixed so that golden files are stable.
@@ -45,6 +47,11 @@ def edit(sample: Path, name: str, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {name}"
     path.write_text(text.replace(old, new, 1))
+
+
+def use_real_provider(sample: Path) -> None:
+    """Switch a sample copy from the sandbox carrier to the real provider, as the README says."""
+    (sample / "providers.yaml").write_text(REAL_PROVIDER_EXAMPLE.read_text())
 
 
 def problems(sample: Path) -> list[str]:

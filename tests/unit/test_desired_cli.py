@@ -55,7 +55,7 @@ def test_validate_exits_1_with_file_and_line_for_each_defect_of_the_issue(sample
         ),
         "broken YAML": (
             "providers.yaml",
-            "    host: pbxonthecloud.com",
+            "    host: 127.0.0.1",
             "    host: [oops",
             "desired/providers.yaml:5:",
         ),

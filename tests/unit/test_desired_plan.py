@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.plan import MASK, make_plan, mask, strip_revision
 from reconciler.render import Rendered, render_desired
-from tests.unit.desired_support import FAKE_SECRETS, fake_settings
+from tests.unit.desired_support import FAKE_SECRETS, fake_settings, use_real_provider
 
 
 @pytest.fixture
@@ -98,10 +98,12 @@ def test_a_changed_transport_needs_a_restart(base: Rendered, sample: Path, tmp_p
     assert plan.restart_required
 
 
-def test_a_removed_transport_needs_a_restart(base: Rendered, sample: Path, tmp_path: Path) -> None:
+def test_a_removed_transport_needs_a_restart(sample: Path, tmp_path: Path) -> None:
+    use_real_provider(sample)
+    before = rerender(sample, tmp_path, rev="1111111111111111")
     text = (sample / "providers.yaml").read_text().replace("transport: tls", "transport: udp")
     (sample / "providers.yaml").write_text(text)
-    plan = make_plan(rerender(sample, tmp_path), base.files)
+    plan = make_plan(rerender(sample, tmp_path), before.files)
     assert "transport transport-tls removed (restart needed)" in plan.changes
     assert "provider pbx_provider changed" not in plan.changes
     assert plan.restart_required

@@ -16,7 +16,13 @@ from reconciler.confparse import parse_conf
 from reconciler.load import load_desired
 from reconciler.render import HEADER, RENDERED_FILES, mailbox_pin, render, render_desired
 from reconciler.settings import REPO_ROOT
-from tests.unit.desired_support import FAKE_SECRETS, SAMPLE_DIR, TEMPLATES_DIR, fake_settings
+from tests.unit.desired_support import (
+    FAKE_SECRETS,
+    SAMPLE_DIR,
+    TEMPLATES_DIR,
+    fake_settings,
+    use_real_provider,
+)
 
 GOLDEN_DIR = REPO_ROOT / "tests" / "fixtures" / "render"
 GOLDEN_REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -53,7 +59,9 @@ def test_pjsip_has_endpoint_auth_and_aor_for_each_extension_4000_to_4005(files: 
         assert {(number, "endpoint"), (f"{number}-auth", "auth"), (number, "aor")} <= sections
 
 
-def test_pjsip_registers_with_the_provider_over_tls(files: dict[str, str]) -> None:
+def test_the_real_provider_example_registers_over_tls(sample: Path, tmp_path: Path) -> None:
+    use_real_provider(sample)
+    files = render_desired(sample, fake_settings(tmp_path), revision=GOLDEN_REVISION).files
     by_name = {(s.name, s.type): s for s in parse_conf(files["pjsip.conf"])}
     reg = by_name[("pbx_provider-reg", "registration")]
     assert reg.get("server_uri") == "sip:pbxonthecloud.com:5061;transport=tls"
@@ -169,8 +177,8 @@ def test_a_tcp_provider_gets_a_tcp_transport_and_a_lan_pbx_binds_everywhere(
         "pbx:\n  bind: 0.0.0.0\n  media_address: 192.0.2.10\n  external_address: 203.0.113.7\n"
         "  local_net: [192.0.2.0/24]\n"
     )
-    text = (sample / "providers.yaml").read_text().replace("transport: tls", "transport: tcp")
-    (sample / "providers.yaml").write_text(text.replace("port: 5061", "port: 5060"))
+    text = (sample / "providers.yaml").read_text().replace("transport: udp", "transport: tcp")
+    (sample / "providers.yaml").write_text(text)
     pjsip = render_desired(sample, fake_settings(tmp_path), revision="r1").files["pjsip.conf"]
     names = [s.name for s in parse_conf(pjsip) if s.type == "transport"]
     assert names == ["transport-udp", "transport-tcp"]

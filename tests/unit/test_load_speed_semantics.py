@@ -42,15 +42,15 @@ def test_sexagesimal_and_number_like_words_stay_the_text_that_was_written(sample
 
 
 def test_a_leading_zero_is_decimal_not_octal(sample: Path) -> None:
-    edit(sample, "providers.yaml", "port: 5061", "port: 05061")
-    assert load_desired(sample).state.providers[0].port == 5061
+    edit(sample, "providers.yaml", "port: 5070", "port: 05070")
+    assert load_desired(sample).state.providers[0].port == 5070
 
 
 def test_underscores_and_hex_are_ints_as_in_yaml_1_2(sample: Path) -> None:
     edit(sample, "pbx.yaml", "port: 5060", "port: 5_062")
-    edit(sample, "providers.yaml", "port: 5061", "port: 0x13C5")
+    edit(sample, "providers.yaml", "port: 5070", "port: 0x13CE")
     state = load_desired(sample).state
-    assert (state.pbx.port, state.providers[0].port) == (5062, 0x13C5)
+    assert (state.pbx.port, state.providers[0].port) == (5062, 0x13CE)
 
 
 def test_an_unquoted_number_is_still_refused_with_a_hint_to_quote_it(sample: Path) -> None:
