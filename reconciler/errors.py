@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.textrules import no_command, one_line
+
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
 EXIT_ERROR = 1  # invalid input, failed apply (rolled back), failed check
@@ -16,17 +18,31 @@ EXIT_CHANGES = 2  # `plan`: there are changes to apply
 EXIT_UNAVAILABLE = 3  # Docker engine or the Asterisk container cannot be reached
 
 
+# A problem line echoes names and values from files that nobody reviewed as text (keys, file names):
+# each part is escaped to one line and bounded.
+PROBLEM_FILE_LIMIT = 200
+PROBLEM_FIELD_LIMIT = 120
+PROBLEM_MESSAGE_LIMIT = 400
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One validation problem, located in a desired-state file."""
+    """One validation problem, located in a desired-state file. Every part is made one printable,
+    bounded line when the problem is made, so `str(problem)` is always exactly one short line that
+    cannot start a CI workflow command, whatever a file name, key or value contained."""
 
     file: str
     line: int
     field: str
     message: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "file", one_line(self.file, PROBLEM_FILE_LIMIT))
+        object.__setattr__(self, "field", one_line(self.field, PROBLEM_FIELD_LIMIT))
+        object.__setattr__(self, "message", one_line(self.message, PROBLEM_MESSAGE_LIMIT))
+
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+        return no_command(f"{self.file}:{self.line}: {self.field}: {self.message}")
 
 
 class ReconcilerError(Exception):
