@@ -27,18 +27,28 @@ from pydantic import (
     model_validator,
 )
 
+from reconciler.textrules import echo
+
 Path = tuple[str | int, ...]
 
-SECRET_REF_RE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*)\}$")
+SECRET_REF_RE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*)\}$")  # used with fullmatch: no trailing newline
 NAME_RE = r"^[a-z][a-z0-9_]*$"
 ROUTE_NAME_RE = r"^[a-z][a-z0-9_-]*$"
-HOST_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
-)
+# A host name: LDH labels (letters, digits, hyphens inside), 1-63 characters each, 253 in all.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
 DIGITS_RE = r"^[0-9]{1,15}$"
 DISPLAY_NAME_RE = r"^[\w][\w .'()-]*$"
 DID_RE = r"^\+?[0-9]{1,20}$"
-EMAIL_RE = r"^[^@\s,|;]+@[^@\s,|;]+\.[^@\s,|;]+$"
+# An e-mail address as voicemail.conf can carry it: nothing it treats as a separator (`,` `|`), no `;`
+# (a comment), no space, quote or line break; the domain is LDH labels with at least one dot.
+EMAIL_RE = rf"^[A-Za-z0-9._%+-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$"
+_EMAIL = re.compile(EMAIL_RE.removeprefix("^").removesuffix("$"))
+# An IPv6 zone id (`fe80::1%eth0`): Python's ipaddress accepts any text after `%`; only an interface
+# name's characters are allowed here.
+_ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_IP_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
+_NET_CHARS = re.compile(r"[0-9A-Fa-f:./]+")
 # What a pattern means, for error messages (the regex itself helps few people).
 PATTERN_HELP = {
     NAME_RE: "must be lower case letters, digits and _, starting with a letter",
@@ -46,7 +56,7 @@ PATTERN_HELP = {
     DIGITS_RE: "must be digits only (1-15)",
     DISPLAY_NAME_RE: "may contain only letters, digits, space and . ' ( ) - _",
     DID_RE: "must be digits, optionally after a +",
-    EMAIL_RE: "is not an email address",
+    EMAIL_RE: "is not an email address (letters, digits and . _ % + - before the @, a host name after)",
 }
 Codec = Literal["ulaw", "alaw", "g722", "g729", "gsm", "ilbc", "opus", "speex", "slin", "h264", "vp8"]
 
@@ -56,7 +66,7 @@ class SecretRef(str):
 
     @property
     def name(self) -> str:
-        match = SECRET_REF_RE.match(self)
+        match = SECRET_REF_RE.fullmatch(self)
         assert match is not None
         return match.group(1)
 
@@ -64,7 +74,7 @@ class SecretRef(str):
 def _secret_ref(value: Any) -> Any:
     """A secret field must be a `${NAME}` reference: a literal password would end up in git."""
     if isinstance(value, str) and not isinstance(value, SecretRef):
-        if SECRET_REF_RE.match(value):
+        if SECRET_REF_RE.fullmatch(value):
             return SecretRef(value)
         if "${" in value:
             raise ValueError(
@@ -80,7 +90,7 @@ def _secret_ref(value: Any) -> Any:
 
 def _maybe_secret_ref(value: Any) -> Any:
     """A field that may be a literal (a user name) or a `${NAME}` reference."""
-    if isinstance(value, str) and not isinstance(value, SecretRef) and SECRET_REF_RE.match(value):
+    if isinstance(value, str) and not isinstance(value, SecretRef) and SECRET_REF_RE.fullmatch(value):
         return SecretRef(value)
     if isinstance(value, str) and "${" in value:
         raise ValueError(
@@ -124,25 +134,72 @@ Digits = Annotated[
     Field(pattern=DIGITS_RE, description="Digits only, quoted."),
     WithJsonSchema({"type": "string", "pattern": DIGITS_RE}),
 ]
-Port = Annotated[int, Field(ge=1, le=65535, description="A port number, 1-65535.")]
+
+
+def _not_bool(value: Any) -> Any:
+    """YAML's `true` is not the number 1: a boolean in a number field is a mistake, not a port."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Port = Annotated[Int, Field(ge=1, le=65535, description="A port number, 1-65535.")]
+
+
+def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 or IPv6 address, strictly: only address characters, and an IPv6 zone id (`%eth0`) only
+    of letters, digits and `_ . -` (Python's ipaddress accepts any text after `%`, line breaks too)."""
+    address, percent, zone = value.partition("%")
+    if not _IP_CHARS.fullmatch(address):
+        raise ValueError("must be an IPv4 or IPv6 address")
+    parsed = ipaddress.ip_address(address)  # ValueError names the problem ("Expected 4 octets ...")
+    if percent:
+        if parsed.version != 6 or not _ZONE_RE.fullmatch(zone):
+            raise ValueError(
+                "a zone id (after %) is allowed only on an IPv6 address and only as an interface name "
+                "(letters, digits and _ . -, at most 15)"
+            )
+        return ipaddress.IPv6Address(value)
+    return parsed
+
+
+def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or CIDR (`192.168.1.0/24`), strictly: address characters only, no zone id."""
+    if not _NET_CHARS.fullmatch(value):
+        raise ValueError("must be an address or CIDR such as 192.168.1.0/24 (no zone id)")
+    return ipaddress.ip_network(value, strict=False)
+
+
+def is_host_name(value: str) -> bool:
+    """Whether `value` is a DNS host name: LDH labels of 1-63 characters, 253 in all."""
+    return HOST_RE.fullmatch(value) is not None
 
 
 def _ip(value: str) -> str:
-    ipaddress.ip_address(value)
+    parse_ip(value)
     return value
 
 
 def _net(value: str) -> str:
-    ipaddress.ip_network(value, strict=False)
+    parse_network(value)
     return value
 
 
 def _host(value: str) -> str:
     try:
-        ipaddress.ip_address(value)
+        parse_ip(value)
     except ValueError:
-        if not HOST_RE.match(value):
-            raise ValueError("must be a host name or an IP address") from None
+        if not is_host_name(value):
+            raise ValueError(
+                "must be a host name (letters, digits and -, labels separated by dots) or an IP address"
+            ) from None
+    return value
+
+
+def _email(value: str) -> str:
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise ValueError(PATTERN_HELP[EMAIL_RE])
     return value
 
 
@@ -151,15 +208,17 @@ def _match(value: str) -> str:
     host, port = value, None
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError("write an IPv6 address with a port as [address]:port")
         port = rest.removeprefix(":") or None
     elif value.count(":") == 1:
         host, port = value.split(":")
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError(f"port {port!r} must be 1-65535")
+    if port is not None and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        raise ValueError(f"port {echo(port)} must be 1-65535")
     try:
-        net = ipaddress.ip_network(host, strict=False)
+        net = parse_network(host)
     except ValueError:
-        if not HOST_RE.match(host):
+        if not is_host_name(host):
             raise ValueError("must be an address, CIDR or host name, optionally with :port") from None
         return value
     if net.is_loopback and port is None:
@@ -172,6 +231,14 @@ def _match(value: str) -> str:
 IpAddress = Annotated[str, AfterValidator(_ip), Field(description="An IPv4 or IPv6 address.")]
 Host = Annotated[str, AfterValidator(_host), Field(description="A host name or IP address.")]
 Network = Annotated[str, AfterValidator(_net), Field(description="An address or CIDR, e.g. 192.168.1.0/24.")]
+Email = Annotated[
+    str,
+    AfterValidator(_email),
+    Field(description="An e-mail address.", json_schema_extra={"pattern": EMAIL_RE}),
+]
+ProviderName = Annotated[
+    str, Field(pattern=NAME_RE, max_length=40, description="Name of a provider in providers.")
+]
 Match = Annotated[
     str,
     AfterValidator(_match),
@@ -225,7 +292,7 @@ with warnings.catch_warnings():
         from_domain: Host | None = Field(None, description="Domain of From (default: host).")
         caller_id: str | None = Field(None, pattern=DID_RE, description="Outbound caller ID number.")
         codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
-        expiration: int = Field(3600, ge=60, le=86400, description="Registration expiry in seconds.")
+        expiration: Int = Field(3600, ge=60, le=86400, description="Registration expiry in seconds.")
 
         @model_validator(mode="before")
         @classmethod
@@ -246,7 +313,7 @@ class Voicemail(_Model):
     pin: Secret | None = Field(
         None, description="Mailbox PIN as a ${NAME} reference (digits). Without it, see README (PIN policy)."
     )
-    email: str | None = Field(None, pattern=EMAIL_RE, description="Notify address.")
+    email: Email | None = Field(None, description="Notify address.")
 
 
 class Extension(_Model):
@@ -277,9 +344,9 @@ class OutboundRoute(_Model):
     """Calls from extensions to a provider: a dialled prefix, or a list of exact numbers (emergency)."""
 
     name: str = Field(pattern=ROUTE_NAME_RE, max_length=40, description="Route name.")
-    provider: str = Field(description="Name of the provider the calls leave through.")
+    provider: ProviderName = Field(description="Name of the provider the calls leave through.")
     prefix: Digits | None = Field(None, description='Dialled prefix, e.g. "9": 9 + number.')
-    strip: int = Field(
+    strip: Int = Field(
         0, ge=0, description="Digits removed from the front before sending (<= prefix length)."
     )
     numbers: list[Digits] | None = Field(
@@ -300,7 +367,7 @@ class OutboundRoute(_Model):
 class InboundRoute(_Model):
     """Calls from a provider to a DID, sent to an extension."""
 
-    provider: str = Field(description="Name of the provider the call comes from.")
+    provider: ProviderName = Field(description="Name of the provider the call comes from.")
     did: str = Field(pattern=DID_RE, description="Called number as the provider sends it.")
     to: Digits = Field(description="Extension number that rings.")
 
