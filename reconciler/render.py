@@ -2,6 +2,14 @@
 
 Objects are rendered in a fixed, sorted order (extensions by number, providers by name, routes by
 prefix/number, inbound by provider and DID), so reordering YAML entries changes nothing live.
+
+No value can add a line, a section or a control character to a rendered file. One rule decides
+(`textrules.unsafe_character`), and every value passes it twice: before rendering, every string of
+the state and every secret value the state references (`unsafe_values`; `render_desired` reports
+them as FILE:LINE problems, a secret by its name, never its value), and while rendering, Jinja's
+`finalize` hook, which sees the output of every `{{ }}` (derived values, custom templates). The
+rendered text is split on `\n` only, like Asterisk reads it (never `str.splitlines()`, which also
+splits on \x1c, \x85, U+2028, ...).
 """
 
 from __future__ import annotations
@@ -9,18 +17,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import jinja2.runtime
+from pydantic import BaseModel
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import Problem, ReconcilerError, ValidationFailed
 from reconciler.markers import REVISION_HELP, rev12, valid_revision
-from reconciler.model import DesiredState, Extension, SecretRef
+from reconciler.model import DesiredState, Extension, SecretRef, field_name, secret_refs
+from reconciler.model import Path as FieldPath
 from reconciler.settings import Settings
+from reconciler.textrules import unsafe_character, unsafe_lines
 
 RENDERED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
 HEADER = "; Managed by asterisk-gitops: do not edit, changes are overwritten."
@@ -51,6 +62,74 @@ def mailbox_pin(ext: Extension, secrets: Mapping[str, str]) -> str:
     key = _secret(ext.password, secrets).encode()
     digest = hmac.new(key, f"asterisk-gitops voicemail pin {ext.number}".encode(), hashlib.sha256).digest()
     return f"{int.from_bytes(digest[:8], 'big') % 10**10:010d}"
+
+
+UNSAFE_HINT = (
+    "a value that reaches a config file may not hold line breaks, control characters or invisible "
+    "formatting characters; fix the field, or set the secret to another value"
+)
+
+
+def string_values(state: DesiredState) -> Iterator[tuple[FieldPath, str]]:
+    """Every string in `state` with its field path, whatever the model's fields are (a new field is
+    covered without being listed anywhere)."""
+
+    def walk(value: Any, path: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+        if isinstance(value, str):
+            yield path, value
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                yield from walk(getattr(value, name), (*path, name))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                yield from walk(item, (*path, i))
+
+    return walk(state, ())
+
+
+def unsafe_values(state: DesiredState, secrets: Mapping[str, str]) -> list[tuple[FieldPath, str | None, str]]:
+    """The one check every value passes before it can reach a rendered file: (field path, secret
+    name or None, what is wrong) for each string of `state` and each referenced secret value that
+    holds a line break, a control character or an invisible formatting character."""
+    found: list[tuple[FieldPath, str | None, str]] = []
+    for path, value in string_values(state):
+        why = unsafe_character(value)
+        if why is not None:
+            found.append((path, None, f"contains {why}"))
+    for use in secret_refs(state):
+        value = secrets.get(use.name)
+        why = None if value is None else unsafe_character(value)
+        if why is not None:
+            found.append((use.path, use.name, f"secret {use.name} contains {why}"))
+    return found
+
+
+class _UnsafeOutput(Exception):
+    """Raised by `finalize` inside a template; carries the value privately to find its origin."""
+
+    def __init__(self, value: str, why: str) -> None:
+        super().__init__(why)
+        self.value, self.why = value, why
+
+
+def _finalize(value: Any) -> Any:
+    """Jinja's hook on every `{{ }}` output: the last guard, for values no pre-check saw."""
+    if isinstance(value, str):
+        why = unsafe_character(value)
+        if why is not None:
+            raise _UnsafeOutput(value, why)
+    return value
+
+
+def _origin(value: str, state: DesiredState, secrets: Mapping[str, str]) -> str:
+    """Which field or secret holds `value` (for a message that must not show the value)."""
+    for name, secret in secrets.items():
+        if secret and (secret == value or secret in value):
+            return f"secret {name}"
+    for path, text in string_values(state):
+        if text and text in value:
+            return field_name(path)
+    return "a value"
 
 
 def _secret(value: str, secrets: Mapping[str, str]) -> str:
@@ -119,6 +198,7 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_finalize,
     )
     env.filters["secret"] = _secret_filter
     env.filters["conf"] = conf_escape
@@ -127,7 +207,9 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
 
 
 def _tidy(text: str) -> str:
-    lines = [line.rstrip() for line in text.splitlines()]
+    """Trailing spaces and trailing blank lines removed. Lines are split on `\n` only: that is how
+    Asterisk reads a .conf file (and Jinja writes every template line break as `\n`)."""
+    lines = [line.rstrip(" \t") for line in text.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines) + "\n"
@@ -137,7 +219,18 @@ def render(
     state: DesiredState, secrets: Mapping[str, str], revision: str, templates_dir: Path
 ) -> dict[str, str]:
     """Render `pjsip.conf`, `extensions.conf` and `voicemail.conf` from `templates_dir/<name>.j2`.
-    Same arguments, same bytes. Raises `RenderFailed` for a missing or broken template."""
+    Same arguments, same bytes. Raises `RenderFailed` for a missing or broken template, and for a
+    value that would add a line or a control character (naming the field or secret, never the value)."""
+    unsafe = unsafe_values(state, secrets)
+    if unsafe:
+        path, _, why = unsafe[0]
+        raise RenderFailed(f"{field_name(path)}: {why}", UNSAFE_HINT)
+    return _render(state, secrets, revision, templates_dir)
+
+
+def _render(
+    state: DesiredState, secrets: Mapping[str, str], revision: str, templates_dir: Path
+) -> dict[str, str]:
     if not valid_revision(revision):
         raise RenderFailed(f"revision {revision[:120]!r} cannot be used in config files", REVISION_HELP)
     env = _environment(Path(templates_dir).resolve())
@@ -145,7 +238,12 @@ def render(
     files: dict[str, str] = {}
     for name in RENDERED_FILES:
         try:
-            files[name] = _tidy(env.get_template(f"{name}.j2").render(context))
+            text = _tidy(env.get_template(f"{name}.j2").render(context))
+        except _UnsafeOutput as exc:
+            raise RenderFailed(
+                f"template {name}.j2: {_origin(exc.value, state, secrets)} would print {exc.why}",
+                UNSAFE_HINT,
+            ) from None
         except jinja2.TemplateNotFound:
             raise RenderFailed(
                 f"template {name}.j2 not found in {templates_dir}",
@@ -156,6 +254,13 @@ def render(
             raise RenderFailed(
                 f"template {name}.j2{where} failed: {exc.message or exc}", "fix the template"
             ) from None
+        bad_line = unsafe_lines(text)
+        if bad_line is not None:  # only a template's own text can get here: every value was checked
+            raise RenderFailed(
+                f"template {name}.j2 renders {bad_line[1]} on line {bad_line[0]} of {name}",
+                "remove it from the template",
+            )
+        files[name] = text
     return files
 
 
@@ -176,6 +281,12 @@ def render_desired(desired_dir: Path, settings: Settings, revision: str | None =
 
     loaded = load_desired(Path(desired_dir))
     secrets = resolve_secrets(loaded, settings)
+    problems = [
+        Problem(*loaded.locate(path), field_name(path), why)
+        for path, _, why in unsafe_values(loaded.state, secrets)
+    ]
+    if problems:
+        raise ValidationFailed(problems)
     rev = revision or revision_of(Path(desired_dir))
-    files = render(loaded.state, secrets, rev, Path(settings.templates_dir))
+    files = _render(loaded.state, secrets, rev, Path(settings.templates_dir))
     return Rendered(rev, files, loaded.state, secret_values(loaded.state, secrets))
