@@ -3,6 +3,10 @@
 Values are looked up in this order: the environment (`settings.environ`), the env file
 (`settings.env_file`, KEY=VALUE lines) and a file `settings.secrets_dir / NAME` (Docker secrets).
 Problems name the reference and where it is used, never the value.
+
+Env files and secrets files are read bounded (`safeio`): a FIFO, `/dev/zero`, a directory, a huge
+or non-UTF-8 file is one clear line naming the file, not a hang or a traceback. `/dev/null` is an
+empty env file (compose points RECONCILER_ENV_FILE at it).
 """
 
 from __future__ import annotations
@@ -10,36 +14,75 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reconciler.errors import Problem, ValidationFailed
-from reconciler.load import LoadedState
+from reconciler.errors import Problem, ReconcilerError, ValidationFailed
+from reconciler.load import LoadedState, display_name
 from reconciler.model import SecretUse, field_name, secret_refs
+from reconciler.safeio import FileRefused, decode_utf8, read_regular, size_text
 from reconciler.settings import Settings
+from reconciler.textrules import unsafe_character
 
 MIN_PASSWORD_LENGTH = 12
 MIN_PIN_LENGTH = 6
+MAX_ENV_FILE_BYTES = 1 << 20
+MAX_SECRET_FILE_BYTES = 64 << 10
 _CLASSES = (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^a-zA-Z0-9]")
+_BLANKS = " \t"  # only these are trimmed: any other character is kept, and judged by weakness()
+
+
+class SecretFileRefused(ReconcilerError):
+    """A secrets file (`/run/secrets/NAME`) exists but cannot be used."""
+
+    def __init__(self, name: str, path: Path, reason: str) -> None:
+        self.name, self.path, self.reason = name, path, reason
+        super().__init__(
+            f"secret {name}: {path} {reason}",
+            f"make {path} a regular UTF-8 file of at most {size_text(MAX_SECRET_FILE_BYTES)} "
+            "holding only the value",
+        )
 
 
 def read_env_file(path: Path) -> dict[str, str]:
     """KEY=VALUE lines; blank lines and `#` comments ignored; optional `export `; one level of
-    matching single or double quotes around the value is removed. A missing file is empty."""
+    matching single or double quotes around the value is removed. A missing file (and /dev/null) is
+    empty. Raises `ValidationFailed` with one problem naming the file (and line) when it is a
+    directory, FIFO or device, larger than 1 MiB, or not UTF-8.
+
+    Lines end at `\n` only (a `\r` before it is dropped): a value holding U+2028 or \x1e stays one
+    value, which the strength check then refuses, instead of becoming two lines."""
     values: dict[str, str] = {}
     try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        text = decode_utf8(read_regular(path, MAX_ENV_FILE_BYTES, allow_dev_null=True))
+    except (FileNotFoundError, NotADirectoryError):
         return values
-    for raw in text.splitlines():
-        line = raw.strip()
+    except FileRefused as exc:
+        raise ValidationFailed(
+            [Problem(display_name(path), exc.line, "-", f"env file {exc.reason}")]
+        ) from None
+    for raw in text.split("\n"):
+        line = raw.removesuffix("\r").strip(_BLANKS)
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
+        key = key.strip(_BLANKS).removeprefix("export ").strip(_BLANKS)
+        value = value.strip(_BLANKS)
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         if key:
             values[key] = value
     return values
+
+
+def read_secret_file(name: str, settings: Settings) -> str | None:
+    """The value in `settings.secrets_dir / name` (one trailing line break removed), None when
+    there is no such file. Raises `SecretFileRefused` for a file that cannot be used."""
+    candidate = settings.secrets_dir / name
+    try:
+        text = decode_utf8(read_regular(candidate, MAX_SECRET_FILE_BYTES))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except FileRefused as exc:
+        raise SecretFileRefused(name, candidate, exc.reason) from None
+    return text.rstrip("\r\n") or None
 
 
 def lookup(name: str, settings: Settings, env_file: dict[str, str] | None = None) -> str | None:
@@ -50,19 +93,24 @@ def lookup(name: str, settings: Settings, env_file: dict[str, str] | None = None
     file_values = read_env_file(settings.env_file) if env_file is None else env_file
     if file_values.get(name):
         return file_values[name]
-    candidate = settings.secrets_dir / name
-    try:
-        return candidate.read_text(encoding="utf-8").rstrip("\r\n") or None
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-        return None
+    return read_secret_file(name, settings)
 
 
 def weakness(use: SecretUse, value: str) -> str | None:
-    """Why `value` is not acceptable for `use`, or None. Never includes the value."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value) or value != value.strip():
-        return "contains control characters or leading/trailing spaces"
+    """Why `value` is not acceptable for `use`, or None. Never includes the value.
+
+    For every kind (passwords, user names, PINs): no line break, control character or invisible
+    formatting character (the rule of `textrules`, the same one render applies), no leading or
+    trailing spaces."""
+    unsafe = unsafe_character(value)
+    if unsafe is not None:
+        return f"contains {unsafe}"
+    if value != value.strip():
+        return "has leading/trailing spaces"
     if use.kind == "username":
-        return None if value else "is empty"
+        if not value:
+            return "is empty"
+        return "a user name may not contain spaces" if " " in value else None
     if use.kind == "pin":
         if not re.fullmatch(r"[0-9]+", value):
             return "a voicemail PIN must be digits only"
@@ -90,7 +138,12 @@ def resolve_secrets(loaded: LoadedState, settings: Settings) -> dict[str, str]:
     problems: list[Problem] = []
     for use in secret_refs(loaded.state):
         file, line = loaded.locate(use.path)
-        value = lookup(use.name, settings, env_file)
+        try:
+            value = lookup(use.name, settings, env_file)
+        except SecretFileRefused as exc:
+            message = f"secret {use.name} cannot be used: {exc.path} {exc.reason}"
+            problems.append(Problem(file, line, field_name(use.path), message))
+            continue
         if value is None:
             problems.append(
                 Problem(
