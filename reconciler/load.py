@@ -2,13 +2,22 @@
 
 Every problem (malformed YAML, unknown key, wrong type, dangling reference, ...) becomes a
 `Problem(file, line, field, message)`; all of them are raised at once in one `ValidationFailed`.
+
+Which entries of a directory are desired files, and which of them are refused unread, is decided
+by `desired_entries()` alone: the CLI, the content hash of a revision and the watch loop's snapshots
+(`sources.py`) all call it. A desired file is a `*.yaml`/`*.yml` entry not starting with `.` (editor
+lock and swap files do); a symlink may point at a regular file inside the directory, never outside
+it (its target is not even looked at) and never at nothing. Reading is bounded (size, UTF-8 with
+line and column, nesting depth, alias expansion), so no file can hang, crash or flood `validate`.
 """
 
 from __future__ import annotations
 
 import difflib
 import gc
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +26,7 @@ from typing import Any, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.error import MarkedYAMLError, YAMLError
 from yaml.events import AliasEvent
@@ -25,8 +35,20 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from reconciler import model
 from reconciler.errors import Problem, ValidationFailed
 from reconciler.model import DesiredState, field_name
+from reconciler.safeio import FileRefused, decode_utf8, read_regular
+from reconciler.textrules import ECHO_LIMIT, describe, echo, one_line
 
 DESIRED_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 16 << 20  # 10,000 extensions are about 1 MiB
+MAX_DEPTH = 32  # levels of nested lists/mappings; the schema needs 5
+MAX_ALIAS_EXPANSION = 1_000_000  # values that aliases may add to a document (a bomb adds billions)
+# Characters YAML 1.1 parsers count as line breaks and editors do not: line numbers would disagree.
+_YAML_ONLY_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+# Why an entry is refused without being read (sources.py reproduces each in snapshots).
+LEAVES_DIRECTORY = "is a symbolic link that leaves the desired directory (its target is not read)"
+DANGLING_LINK = "is a symbolic link to nothing (dangling)"
+NOT_REGULAR = "is not a regular file (a directory, pipe, socket or device)"
 
 _NAME_KEYS = {"providers": "name", "extensions": "number"}
 _ITEM_MODELS: dict[str, type[BaseModel]] = {
@@ -61,11 +83,79 @@ class LoadedState:
         return file, _line_of(index, path)
 
 
-def display_name(path: Path) -> str:
-    """The path as the user would type it: relative to the current directory when below it."""
+@dataclass(frozen=True)
+class DesiredEntry:
+    """An entry of a desired directory that is a desired file by its name; `refused` says why it
+    is not read (a symlink leaving the directory or to nothing, not a regular file), else None."""
+
+    path: Path
+    refused: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def is_desired_name(name: str) -> bool:
+    """`*.yaml`/`*.yml`, not hidden (`.#pbx.yaml` is an editor's lock, a dangling symlink)."""
+    return name.endswith(DESIRED_SUFFIXES) and not name.startswith(".")
+
+
+def _refusal(path: Path, root: str) -> str | None:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+        st = os.lstat(path)
+    except OSError:
+        return DANGLING_LINK  # gone since the directory was listed
+    if stat.S_ISLNK(st.st_mode):
+        target = os.path.realpath(path)  # never raises; a loop stays unresolved and does not exist
+        if os.path.commonpath([root, target]) != root:
+            return LEAVES_DIRECTORY
+        try:
+            st = os.stat(target)
+        except OSError:
+            return DANGLING_LINK
+    return None if stat.S_ISREG(st.st_mode) else NOT_REGULAR
+
+
+def desired_entries(directory: Path) -> list[DesiredEntry]:
+    """The desired files of `directory`, sorted by name, each with why it is refused (if it is).
+    Nothing is opened: a refused entry's target is never read."""
+    directory = Path(directory)
+    root = os.path.realpath(directory)
+    names = sorted(name for name in os.listdir(directory) if is_desired_name(name))
+    return [DesiredEntry(directory / name, _refusal(directory / name, root)) for name in names]
+
+
+def write_refused(target: Path, reason: str) -> None:
+    """Make `target` an entry that `desired_entries` refuses for the same `reason`, without the
+    original's target: a snapshot of a desired directory (or of a git tree) keeps a refused entry
+    refused, so the watch loop reports exactly the problem `validate` reports."""
+    if reason == LEAVES_DIRECTORY:
+        os.symlink("/dev/null/outside-the-desired-directory", target)
+    elif reason == DANGLING_LINK:
+        os.symlink(".dangling-link-target", target)  # hidden names are never exported
+    else:
+        target.mkdir()
+
+
+def read_entry(entry: DesiredEntry) -> bytes:
+    """The bytes of a desired file that is not refused, at most MAX_FILE_BYTES (`FileRefused`)."""
+    if entry.refused is not None:
+        raise FileRefused(entry.refused)
+    try:
+        return read_regular(entry.path, MAX_FILE_BYTES)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileRefused("was removed while being read") from None
+
+
+def display_name(path: Path) -> str:
+    """The path as the user would type it: relative to the current directory when below it. Only
+    the parent directory is resolved: a symlinked desired file is shown by its own name, never by
+    its target's."""
+    path = Path(path)
+    try:
+        return str((path.parent.resolve() / path.name).relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
         return str(path)
 
 
@@ -134,15 +224,28 @@ class _Yaml12Schema:
         return _TAG + ("seq" if kind is SequenceNode else "map")
 
 
+def _too_deep_message() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels of lists and mappings"
+
+
 class _Yaml12PyLoader(_Yaml12Schema, yaml.SafeLoader):
     """PyYAML's pure-Python parser. An anchor may be defined again (YAML 1.2 allows it; an alias
     names the latest definition), as ruamel.yaml allowed."""
+
+    _depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()
         if not isinstance(event, AliasEvent) and event.anchor is not None:
             self.anchors.pop(event.anchor, None)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        # PyYAML composes recursively: stop at MAX_DEPTH instead of a RecursionError.
+        if self._depth >= MAX_DEPTH:
+            raise ComposerError(None, None, _too_deep_message(), event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 if getattr(yaml, "__with_libyaml__", False):
@@ -185,33 +288,28 @@ _SCALARS = {
 
 
 def _key(value: Any) -> Any:
-    """A mapping key as pydantic sees it (as before: str and int stay, anything else becomes str)."""
+    """A scalar mapping key as pydantic sees it (as before: str and int stay, others become str)."""
     if isinstance(value, str | int):
         return value
-    if isinstance(value, list | dict):
-        return str(_hashable(value))
     return str(value)
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple((k, _hashable(v)) for k, v in value.items())
-    return value
 
 
 _STR, _MAP, _SEQ, _MERGE = (_TAG + name for name in ("str", "map", "seq", "merge"))
 
 
+def _too_deep(node: Node) -> ConstructorError:
+    return ConstructorError(None, None, _too_deep_message(), node.start_mark)
+
+
 class _Builder:
-    """Node tree → (plain Python value, line index), one pass; duplicate keys are errors."""
+    """Node tree → (plain Python value, line index), one pass; duplicate keys are errors, and so is
+    a key that is a list or mapping. Depth is bounded, so recursion is too."""
 
     def __init__(self) -> None:
         self._done: dict[int, tuple[Any, LineIndex]] = {}  # aliased nodes are built once
         self._active: set[int] = set()
 
-    def build(self, node: Node) -> tuple[Any, LineIndex]:
+    def build(self, node: Node, depth: int = 0) -> tuple[Any, LineIndex]:
         if type(node) is ScalarNode:
             return (node.value if node.tag == _STR else self._scalar(node)), None
         ident = id(node)
@@ -219,11 +317,13 @@ class _Builder:
             return self._done[ident]
         if ident in self._active:
             raise ConstructorError(None, None, "found a recursive alias", node.start_mark)
+        if depth >= MAX_DEPTH:
+            raise _too_deep(node)
         self._active.add(ident)
         if type(node) is MappingNode and node.tag == _MAP:
-            built = self._mapping(node)
+            built = self._mapping(node, depth + 1)
         elif type(node) is SequenceNode and node.tag == _SEQ:
-            built = self._sequence(node)
+            built = self._sequence(node, depth + 1)
         else:  # an explicitly tagged collection (!!set, !!omap, ...): PyYAML's own constructor
             built = SafeConstructor().construct_document(node), None
         self._active.discard(ident)
@@ -238,20 +338,20 @@ class _Builder:
         try:
             return convert(node.value)
         except (ValueError, KeyError):  # `!!int x`, `!!bool maybe`, or a lone `_` (int pattern)
-            message = f"cannot read {node.value!r} as {node.tag.removeprefix(_TAG)}"
+            message = f"cannot read {echo(node.value)} as {node.tag.removeprefix(_TAG)}"
             raise ConstructorError(None, None, message, node.start_mark) from None
 
-    def _sequence(self, node: SequenceNode) -> tuple[list[Any], LineIndex]:
+    def _sequence(self, node: SequenceNode, depth: int) -> tuple[list[Any], LineIndex]:
         values: list[Any] = []
         lines: list[tuple[int, LineIndex]] = []
         build = self.build
         for item in node.value:
-            value, index = build(item)
+            value, index = build(item, depth)
             values.append(value)
             lines.append((item.start_mark.line + 1, index))
         return values, lines
 
-    def _mapping(self, node: MappingNode) -> tuple[dict[Any, Any], LineIndex]:
+    def _mapping(self, node: MappingNode, depth: int) -> tuple[dict[Any, Any], LineIndex]:
         values: dict[Any, Any] = {}
         lines: dict[Any, tuple[int, LineIndex]] = {}
         first_lines: dict[Any, int] = {}  # constructed key -> its line, to find duplicates
@@ -264,19 +364,29 @@ class _Builder:
             elif key_node.tag == _MERGE:
                 merges.append((key_line, value_node))
                 continue
+            elif type(key_node) is not ScalarNode:
+                # A list or mapping as a key: useless here, and an aliased one is an alias bomb
+                # that str() would expand into gigabytes.
+                raise ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "a mapping key must be a plain value, not a list or a mapping",
+                    key_node.start_mark,
+                )
             else:
-                key = build(key_node)[0]
-                plain_key, unique_key = _key(key), _hashable(key)
+                key = self._scalar(key_node)
+                plain_key = unique_key = _key(key)
             if unique_key in first_lines:
                 # Unlike ruamel.yaml, no values in the message: a duplicated key may hold a secret.
                 raise DuplicateKeyError(
                     "while constructing a mapping",
                     node.start_mark,
-                    f'found duplicate key "{key}" (first at line {first_lines[unique_key]})',
+                    f'found duplicate key "{one_line(str(key), ECHO_LIMIT)}" '
+                    f"(first at line {first_lines[unique_key]})",
                     key_node.start_mark,
                 )
             first_lines[unique_key] = key_line
-            value, index = build(value_node)
+            value, index = build(value_node, depth)
             values[plain_key] = value
             lines[plain_key] = (key_line, index)
         for merge_line, source in merges:  # `<<: *defaults`: explicit keys and earlier merges win
@@ -288,13 +398,29 @@ class _Builder:
                         "a merge key (<<) needs a mapping or a list of mappings",
                         part.start_mark,
                     )
-                merged, merged_lines = build(part)
+                merged, merged_lines = build(part, depth)
                 assert isinstance(merged_lines, dict)
                 for key, value in merged.items():
                     if key not in values:
                         values[key] = value
                         lines[key] = (merge_line, merged_lines[key][1])
         return values, lines
+
+
+def _read_text(entry: DesiredEntry) -> str:
+    """A desired file's text: bounded, UTF-8, and without the line breaks only YAML counts
+    (U+0085, U+2028, U+2029: after one, PyYAML's line numbers and the editor's would differ)."""
+    text = decode_utf8(read_entry(entry))
+    odd = _YAML_ONLY_BREAKS.search(text)
+    if odd is not None:
+        line = text.count("\n", 0, odd.start()) + 1
+        column = odd.start() - (text.rfind("\n", 0, odd.start()) + 1) + 1
+        raise FileRefused(
+            f"contains {describe(odd.group())} at column {column}, which YAML reads as a line break; "
+            "remove it (write it as an escape in a double-quoted string if a value needs it)",
+            line,
+        )
+    return text
 
 
 def _parse(text: str) -> tuple[Any, LineIndex]:
@@ -310,7 +436,64 @@ def _parse(text: str) -> tuple[Any, LineIndex]:
         root = yaml.compose(text, Loader=_Yaml12PyLoader)
     if root is None:
         return None, None
+    if "&" in text:  # only a document with an anchor can have aliases
+        _check_aliases(root)
     return _Builder().build(root)
+
+
+def _check_aliases(root: Node) -> None:
+    """Refuse an alias used as a mapping key, and aliases that expand the document by more than
+    MAX_ALIAS_EXPANSION values or nest it deeper than MAX_DEPTH (a 300-byte "billion laughs"
+    expands to billions). One pass over the distinct nodes: an aliased node is counted, never
+    walked again, so the check itself costs no more than the document's size."""
+    sizes: dict[int, tuple[int, int]] = {}  # node id -> (expanded values, height)
+    active: set[int] = set()
+    added = 0  # values added by aliases so far
+
+    def visit(node: Node, depth: int, where: Node) -> tuple[int, int]:
+        nonlocal added
+        ident = id(node)
+        known = sizes.get(ident)
+        if known is not None:  # an alias of a node seen before
+            added += known[0]
+            if added > MAX_ALIAS_EXPANSION:
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"aliases expand this document by more than {MAX_ALIAS_EXPANSION:,} values "
+                    "(an alias bomb?): write the values out or use fewer aliases",
+                    where.start_mark,
+                )
+            if depth + known[1] > MAX_DEPTH:
+                raise _too_deep(where)
+            return known
+        if ident in active:
+            raise ConstructorError(None, None, "found a recursive alias", where.start_mark)
+        if depth >= MAX_DEPTH:
+            raise _too_deep(node)
+        size, height = 1, 0
+        if type(node) is not ScalarNode:
+            active.add(ident)
+            pairs = node.value if type(node) is MappingNode else [(None, item) for item in node.value]
+            for key, value in pairs:
+                for child, near in ((key, key), (value, key or value)):
+                    if child is None:
+                        continue
+                    if child is key and (id(key) in sizes or id(key) in active):
+                        raise ConstructorError(
+                            "while constructing a mapping",
+                            node.start_mark,
+                            "an alias (*name) cannot be a mapping key",
+                            value.start_mark if id(value) not in sizes else node.start_mark,
+                        )
+                    child_size, child_height = visit(child, depth + 1, near)
+                    size += child_size
+                    height = max(height, child_height + 1)
+            active.discard(ident)
+        sizes[ident] = (size, height)
+        return size, height
+
+    visit(root, 0, root)
 
 
 @contextmanager
@@ -342,14 +525,14 @@ def _message(error: Mapping[str, Any]) -> str:
         return msg.replace("Input should be", "must be")
     if kind == "string_pattern_mismatch":
         pattern = (error.get("ctx") or {}).get("pattern", "")
-        return f"{error.get('input')!r} {model.PATTERN_HELP.get(pattern, f'does not match {pattern}')}"
+        return f"{echo(error.get('input'))} {model.PATTERN_HELP.get(pattern, f'does not match {pattern}')}"
     return msg.replace("Input should be", "should be")
 
 
 def _unknown_key_message(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
+    close = difflib.get_close_matches(key, allowed, n=1) if len(key) <= 100 else []
     hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-    return f"unknown key {key!r}{hint}"
+    return f"unknown key {echo(key)}{hint}"
 
 
 def _allowed_keys(path: tuple[str | int, ...]) -> list[str]:
@@ -421,30 +604,38 @@ def _load_desired(desired_dir: Path) -> LoadedState:
     shown_dir = display_name(desired_dir)
     if not desired_dir.is_dir():
         raise ValidationFailed([Problem(shown_dir, 0, "-", "not a directory")])
-    paths = sorted(p for p in desired_dir.iterdir() if p.suffix in DESIRED_SUFFIXES and p.is_file())
+    try:
+        entries = desired_entries(desired_dir)
+    except OSError as exc:
+        raise ValidationFailed([Problem(shown_dir, 0, "-", f"cannot list: {exc.strerror}")]) from None
     problems: list[Problem] = []
     sources: dict[str, tuple[str, LineIndex]] = {}
     merged: dict[str, Any] = {}
     unreadable = False  # a file that does not parse: its objects are unknown, so skip cross-checks
-    for path in paths:
-        file = display_name(path)
+    for entry in entries:
+        file = display_name(entry.path)
         try:
-            doc, index = _parse(path.read_text(encoding="utf-8"))
+            text = _read_text(entry)
+            doc, index = _parse(text)
+        except FileRefused as exc:
+            problems.append(Problem(file, exc.line, "-", exc.reason))
+            unreadable = True
+            continue
         except MarkedYAMLError as exc:
             # "could not find expected ':'" is found a line late; the key it belongs to is the context.
             simple_key = "simple key" in str(exc.context or "")
             mark = (exc.context_mark if simple_key else None) or exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 0
+            line = mark.line + 1 if mark is not None else 1
             what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
             problems.append(Problem(file, line, "-", f"malformed YAML: {what}"))
             unreadable = True
             continue
-        except OSError as exc:
-            problems.append(Problem(file, 0, "-", f"cannot read: {exc.strerror}"))
+        except YAMLError as exc:
+            problems.append(Problem(file, 1, "-", f"malformed YAML: {exc}"))
             unreadable = True
             continue
-        except (YAMLError, UnicodeDecodeError) as exc:
-            problems.append(Problem(file, 0, "-", f"malformed YAML: {exc}"))
+        except RecursionError:  # not expected (depth is bounded), but never a traceback
+            problems.append(Problem(file, 1, "-", f"malformed YAML: {_too_deep_message()}"))
             unreadable = True
             continue
         if doc is None:
@@ -472,7 +663,7 @@ def _load_desired(desired_dir: Path) -> LoadedState:
             else:
                 sources[key] = (file, index)
                 merged[key] = value
-    files = tuple(display_name(p) for p in paths)
+    files = tuple(display_name(entry.path) for entry in entries)
     locator = LoadedState(DesiredState(), desired_dir, sources, files)
     more, state = _validate(merged, locator, cross_checks=not unreadable)
     problems.extend(more)
