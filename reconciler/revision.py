@@ -5,17 +5,23 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from reconciler.load import DESIRED_SUFFIXES
+from reconciler.load import desired_entries, read_entry
+from reconciler.safeio import FileRefused
 
 
 def content_hash(desired_dir: Path) -> str:
-    """`sha256:<hex>` over the sorted desired files (name and bytes), i.e. what `load` reads."""
+    """`sha256:<hex>` over the desired files (name and bytes) in name order, i.e. what `load` reads,
+    listed by the same `desired_entries()`. A refused entry (a symlink leaving the directory or
+    to nothing, a pipe, a file over the size limit) counts by its name and why it is refused: its
+    target is never read, and the revision still changes when the entry does."""
     digest = hashlib.sha256()
-    for path in sorted(
-        p for p in Path(desired_dir).iterdir() if p.suffix in DESIRED_SUFFIXES and p.is_file()
-    ):
-        data = path.read_bytes()
-        digest.update(path.name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    for entry in desired_entries(Path(desired_dir)):
+        try:
+            data = read_entry(entry)
+        except FileRefused as exc:
+            digest.update(entry.name.encode() + b"\0refused\0" + exc.reason.encode() + b"\0")
+            continue
+        digest.update(entry.name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
     return "sha256:" + digest.hexdigest()
 
 

@@ -9,6 +9,7 @@ force-push can leave in conflict). `DirectorySource` copies a local directory an
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import re
 import shutil
 import tempfile
@@ -23,6 +24,14 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler.errors import ReconcilerError
+from reconciler.load import (
+    DANGLING_LINK,
+    LEAVES_DIRECTORY,
+    NOT_REGULAR,
+    desired_entries,
+    is_desired_name,
+    write_refused,
+)
 
 KEEP_SNAPSHOTS = 4
 
@@ -196,19 +205,55 @@ class GitSource:
             self._repo = None
 
 
+_REGULAR, _SYMLINK = 0o100000, 0o120000
+_MAX_LINK_HOPS = 8
+
+
 def _write_tree(tree: git.Tree, target: Path) -> None:
     """Write the regular files of `tree` (recursively) below `target`.
 
-    Symlinks and submodules are skipped: a link in the repo must not make the reconciler read
-    files outside the snapshot.
+    A symlink is never written as a link (it must not make the reconciler read files outside the
+    snapshot). A desired file (`load.is_desired_name`) that is a symlink is judged like
+    `load.desired_entries` judges one in a directory: to a regular file of the tree, it is written
+    as that file's content; leaving the tree or to nothing, it is written as the same refusal
+    (`load.write_refused`), so the loop reports what `validate` reports on a checkout.
     """
     for item in tree.traverse():
-        if item.type != "blob" or item.mode & 0o170000 != 0o100000:
-            continue
         rel = Path(item.path).relative_to(tree.path) if tree.path else Path(item.path)
         dest = target / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(item.data_stream.read())
+        mode = item.mode & 0o170000
+        desired = len(rel.parts) == 1 and is_desired_name(rel.name)
+        if item.type == "blob" and mode == _REGULAR:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(item.data_stream.read())
+        elif desired and item.type == "tree":
+            dest.mkdir(parents=True, exist_ok=True)  # a directory named x.yaml: not a regular file
+        elif desired:
+            found = _follow_link(tree, item) if item.type == "blob" and mode == _SYMLINK else NOT_REGULAR
+            if isinstance(found, bytes):
+                dest.write_bytes(found)
+            else:
+                write_refused(dest, found)
+
+
+def _follow_link(tree: git.Tree, link: git.Blob, hops: int = 0) -> bytes | str:
+    """The content a symlink blob points at inside `tree`, or why it is refused (a refusal reason
+    of `load`). Targets are resolved lexically: absolute or escaping with `..` leaves the tree."""
+    text = link.data_stream.read().decode("utf-8", "surrogateescape")
+    here = posixpath.dirname(str(Path(link.path).relative_to(tree.path) if tree.path else link.path))
+    joined = posixpath.normpath(posixpath.join(here, text))
+    if text.startswith("/") or joined == ".." or joined.startswith("../"):
+        return LEAVES_DIRECTORY
+    try:
+        found = tree / joined
+    except KeyError:
+        return DANGLING_LINK
+    mode = found.mode & 0o170000
+    if found.type == "blob" and mode == _REGULAR:
+        return found.data_stream.read()  # type: ignore[no-any-return]
+    if found.type == "blob" and mode == _SYMLINK:
+        return DANGLING_LINK if hops >= _MAX_LINK_HOPS else _follow_link(tree, found, hops + 1)
+    return NOT_REGULAR
 
 
 class _Debounced(FileSystemEventHandler):
@@ -293,12 +338,12 @@ class DirectorySource:
         target = snapshots / _safe_name(revision)
         tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".copy-"))
         try:
-            for src in sorted(self.directory.rglob("*")):
-                rel = src.relative_to(self.directory)
-                if src.is_symlink() or not src.is_file() or any(p.startswith(".") for p in rel.parts):
-                    continue
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, tmp / rel)
+            # The same entries, and the same refusals, as `load_desired` on the directory itself.
+            for entry in desired_entries(self.directory):
+                if entry.refused is not None:
+                    write_refused(tmp / entry.name, entry.refused)
+                else:
+                    shutil.copyfile(entry.path, tmp / entry.name)  # follows a link inside the dir
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
