@@ -54,11 +54,13 @@ def strip_comment(line: str) -> str:
 
 def parse_conf(text: str) -> list[Section]:
     """Parse Asterisk config text into sections in file order. Options before the first section
-    go into a section named "" (Asterisk would warn about them)."""
+    go into a section named "" (Asterisk would warn about them). Lines end at `\n` only, as
+    Asterisk reads them: `str.splitlines()` would also split on \x1c, \x85 or U+2028 and see
+    sections that Asterisk does not."""
     sections: list[Section] = []
     current: Section | None = None
     in_block_comment = False
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw
         if in_block_comment:
             end = line.find("--;")

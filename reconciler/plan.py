@@ -8,6 +8,7 @@ without the YAML they came from. Revision lines (the `; revision:` header, the `
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import functools
 import re
@@ -33,6 +34,12 @@ _MARKER_SECTION = re.compile(rf"^\[{PJSIP_MARKER_PREFIX}[^\]\s]+\]")
 _MARKER_COMMENT = re.compile(rf"^;.*{PJSIP_MARKER_PREFIX}\S+")
 _META_LINE = re.compile(rf"^exten\s*=>\s*{DIALPLAN_EXTEN}\s*,\s*1\s*,\s*NoOp\([^)]*\)\s*$")
 _SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
+# Keys whose value can come from a `${NAME}` reference (a provider's user name): masked by position,
+# not by value, so an old value that is no longer among the current secrets is hidden too.
+_USER_KEY = re.compile(r"^(\s*(?:username|from_user|contact_user)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
+_USERINFO_KEY = re.compile(r"^(\s*(?:client_uri|contact)\s*=>?\s*sips?:)([^@\s;]+)(@.*)$", re.IGNORECASE)
+_SECTION_LINE = re.compile(r"^\s*\[([^\]]*)\]")
+_EXTENSION_SECTION = re.compile(r"[0-9]+(?:-auth)?")  # an extension's own user name is its number
 _MAILBOX_LINE = re.compile(r"^(\s*[0-9]+\s*=>\s*)([^,]*)(,.*)?$")
 _DIALPLAN_LABEL = re.compile(r"NoOp\((route|extension|inbound|feature) ([^\s:)]+)(?: ([^\s:)]+))?")
 _PROVIDER_SUFFIXES = ("-auth", "-reg", "-identify")
@@ -74,7 +81,7 @@ def _ordered(names: Iterable[str]) -> list[str]:
 
 def revision_of_text(text: str) -> str | None:
     """The revision named in a rendered file's `; revision:` header line, if any."""
-    for line in text.splitlines()[:10]:
+    for line in text.split("\n", 10)[:10]:
         match = re.match(r"^;\s*revision:\s*(\S+)", line)
         if match:
             return match.group(1)
@@ -85,7 +92,7 @@ def strip_revision(text: str) -> str:
     """`text` without the revision header line, the marker AOR section and the gitops-meta line."""
     out: list[str] = []
     in_marker = False
-    for line in text.splitlines():
+    for line in _lines(text):
         stripped = line.strip()
         if stripped.startswith("["):
             in_marker = bool(_MARKER_SECTION.match(stripped))
@@ -121,9 +128,19 @@ def _secret_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
 
 
 def mask(text: str, secret_values: Iterable[str] = (), file: str = "") -> str:
-    """Replace secrets with `********`: values of `password`/`secret` keys, voicemail PINs, and
-    every occurrence of any of `secret_values` (longest first)."""
-    return _mask_lines(text, secret_pattern(secret_values), file)
+    """Replace secrets with `********`: values of `password`/`secret` keys, user names that can be
+    secret references (`username`, `from_user`, `contact_user`, the user of `client_uri`; an
+    extension's own user name, its number, stays), voicemail PINs, and every occurrence of any of
+    `secret_values` (longest first)."""
+    pattern = secret_pattern(secret_values)
+    section: str | None = None
+    out: list[str] = []
+    for line in text.split("\n"):
+        header = _SECTION_LINE.match(line)
+        if header:
+            section = header.group(1).strip()
+        out.append(_mask_line(line, section, pattern, file))
+    return "\n".join(out)
 
 
 def secret_pattern(secret_values: Iterable[str]) -> re.Pattern[str] | None:
@@ -131,21 +148,52 @@ def secret_pattern(secret_values: Iterable[str]) -> re.Pattern[str] | None:
     return _secret_pattern(frozenset(v for v in secret_values if len(v) >= MIN_MASKED_LENGTH))
 
 
-def _mask_lines(text: str, pattern: re.Pattern[str] | None, file: str) -> str:
-    out: list[str] = []
-    for line in text.splitlines(keepends=True):
-        body, nl = (line[:-1], "\n") if line.endswith("\n") else (line, "")
-        match = _SECRET_KEY.match(body)
-        if match:
-            body = match.group(1) + MASK + match.group(3)
-        elif file == "voicemail.conf" and not body.lstrip().startswith(";"):
-            vm = _MAILBOX_LINE.match(body)
-            if vm and vm.group(2).strip():
-                body = vm.group(1) + MASK + (vm.group(3) or "")
-        if pattern is not None:
-            body = pattern.sub(MASK, body)
-        out.append(body + nl)
-    return "".join(out)
+def _mask_line(line: str, section: str | None, pattern: re.Pattern[str] | None, file: str) -> str:
+    """One line (no line break) with its secrets masked; `section` is the `[name]` it is in."""
+    match = _secret_by_position(line, section)
+    if match:
+        line = match.group(1) + MASK + match.group(3)
+    elif file == "voicemail.conf" and not line.lstrip().startswith(";"):
+        vm = _MAILBOX_LINE.match(line)
+        if vm and vm.group(2).strip():
+            line = vm.group(1) + MASK + (vm.group(3) or "")
+    if pattern is not None:
+        line = pattern.sub(MASK, line)
+    return line
+
+
+def _secret_by_position(line: str, section: str | None) -> re.Match[str] | None:
+    """The (prefix, value, rest) match of a line whose value is a secret by its key and section."""
+    match = _SECRET_KEY.match(line)
+    if match is None and not (section and _EXTENSION_SECTION.fullmatch(section)):
+        match = _USER_KEY.match(line)
+    return match or _USERINFO_KEY.match(line)
+
+
+def _lines(text: str) -> list[str]:
+    """Rendered config text as lines: split on `\n` only, as Asterisk reads it."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+class _Sections:
+    """The `[section]` each line of a text is in, found without scanning lines the diff skips."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.starts: list[int] = []
+        self.names: list[str] = []
+        for i, line in enumerate(lines):
+            if line.lstrip().startswith("["):
+                header = _SECTION_LINE.match(line)
+                if header:
+                    self.starts.append(i)
+                    self.names.append(header.group(1).strip())
+
+    def at(self, index: int) -> str | None:
+        pos = bisect.bisect_right(self.starts, index) - 1
+        return self.names[pos] if pos >= 0 else None
 
 
 # ---- semantic objects -------------------------------------------------------------------------
@@ -303,19 +351,38 @@ def semantic_changes(new: Mapping[str, str], live: Mapping[str, str]) -> tuple[l
     return changes, restart
 
 
+def _range(start: int, stop: int) -> str:
+    """A unified diff hunk range, exactly as difflib writes it."""
+    beginning, length = start + 1, stop - start
+    if length == 1:
+        return str(beginning)
+    return f"{beginning - 1 if not length else beginning},{length}"
+
+
 def _masked_diff(old: str, new: str, fromfile: str, name: str, secrets: frozenset[str]) -> Iterator[str]:
-    """Unified diff of `old` → `new` with every secret masked. Only the lines the diff shows are
-    masked (a one-line change in a 36,000-line file masks a handful of lines, not all of them);
+    """Unified diff of `old` → `new` (difflib's format) with every secret masked. Only the lines
+    the diff shows are masked (a one-line change in a 36,000-line file masks a handful of lines),
+    each knowing its section, so user names are masked by where they are, old values included;
     a line that changed only in a secret shows as a masked -/+ pair."""
     pattern = secret_pattern(secrets)
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile, f"new/{name}"
-    )
-    for i, line in enumerate(lines):
-        if i < 2 or line.startswith("@@"):  # the ---/+++ file header, hunk headers
-            yield line
-        else:
-            yield line[0] + _mask_lines(line[1:], pattern, name)
+    a, b = _lines(old), _lines(new)
+    sections_a, sections_b = _Sections(a), _Sections(b)
+    groups = difflib.SequenceMatcher(None, a, b).get_grouped_opcodes(3)
+    for number, group in enumerate(groups):
+        if number == 0:
+            yield f"--- {fromfile}\n"
+            yield f"+++ new/{name}\n"
+        first, last = group[0], group[-1]
+        yield f"@@ -{_range(first[1], last[2])} +{_range(first[3], last[4])} @@\n"
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                for i in range(i1, i2):
+                    yield " " + _mask_line(a[i], sections_a.at(i), pattern, name) + "\n"
+                continue
+            for i in range(i1, i2):
+                yield "-" + _mask_line(a[i], sections_a.at(i), pattern, name) + "\n"
+            for j in range(j1, j2):
+                yield "+" + _mask_line(b[j], sections_b.at(j), pattern, name) + "\n"
 
 
 def make_plan(
