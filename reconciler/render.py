@@ -14,9 +14,12 @@ splits on \x1c, \x85, U+2028, ...).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +265,32 @@ def _render(
             )
         files[name] = text
     return files
+
+
+RENDERED_FILE_MODE = 0o600  # pjsip.conf holds passwords, voicemail.conf PINs
+RENDERED_DIR_MODE = 0o700
+
+
+def write_rendered(out_dir: Path, files: Mapping[str, str]) -> None:
+    """Write rendered files into `out_dir`, each readable by its owner only (0600), through a temp
+    file renamed into place, so no moment exists in which a password is world-readable, not even
+    when an older file of the same name was 0644. A directory this creates is 0700; an existing
+    one keeps its mode. Raises OSError."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(mode=RENDERED_DIR_MODE, exist_ok=True)
+    for name, text in files.items():
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")  # mkstemp: 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            os.chmod(tmp, RENDERED_FILE_MODE)
+            os.replace(tmp, out_dir / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def secret_values(state: DesiredState, secrets: Mapping[str, str]) -> frozenset[str]:

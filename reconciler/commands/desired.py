@@ -11,7 +11,8 @@ from reconciler import plan as planning
 from reconciler.errors import EXIT_CHANGES, ReconcilerError
 from reconciler.load import load_desired
 from reconciler.model import DesiredState
-from reconciler.render import RENDERED_FILES, render_desired
+from reconciler.render import RENDERED_FILES, render_desired, write_rendered
+from reconciler.safeio import FileRefused, decode_utf8, read_regular
 from reconciler.secrets import resolve_secrets
 from reconciler.settings import Settings
 
@@ -54,13 +55,12 @@ def render(
     revision: str | None = REVISION_OPT,
     env_file: Path | None = ENV_FILE_OPT,
 ) -> None:
-    """Render the Asterisk config files into OUT (nothing is written when validation fails)."""
+    """Render the Asterisk config files into OUT (nothing is written when validation fails). The
+    files hold secrets: they are written 0600, and OUT, when created, is 0700."""
     settings = _settings(env_file, templates)
     rendered = render_desired(desired_dir or settings.desired_dir, settings, revision=revision)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in rendered.files.items():
-            (out / name).write_text(text, encoding="utf-8")
+        write_rendered(out, rendered.files)
     except OSError as exc:
         raise ReconcilerError(
             f"cannot write into {out}: {exc.strerror}", "choose a writable --out directory"
@@ -88,9 +88,9 @@ def plan(
     live: dict[str, str] = {}
     if against.is_dir():
         for name in RENDERED_FILES:
-            path = against / name
-            if path.is_file():
-                live[name] = path.read_text(encoding="utf-8")
+            text = _read_live(against / name)
+            if text is not None:
+                live[name] = text
     elif against.exists():
         raise ReconcilerError(
             f"--against {against} is not a directory", "point it at a directory of .conf files"
@@ -100,6 +100,22 @@ def plan(
     typer.echo(formatter(result), nl=False)
     if result.has_changes:
         raise typer.Exit(EXIT_CHANGES)
+
+
+MAX_LIVE_FILE_BYTES = 256 << 20  # 10,000 extensions render to about 4 MiB
+
+
+def _read_live(path: Path) -> str | None:
+    """A live/previously rendered file for `plan --against`: None when absent; a FIFO, a device,
+    a huge or non-UTF-8 file is a one-line error naming it, never a hang or a traceback."""
+    try:
+        return decode_utf8(read_regular(path, MAX_LIVE_FILE_BYTES))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except FileRefused as exc:
+        raise ReconcilerError(
+            f"--against: {path} {exc.reason}", "point --against at a directory of rendered .conf files"
+        ) from None
 
 
 def json_schema() -> dict[str, object]:
