@@ -577,7 +577,13 @@ def _pydantic_problems(
 ) -> list[Problem]:
     problems: list[Problem] = []
     errors = exc.errors(include_url=False)
-    paths = [prefix + _clean_loc(tuple(e["loc"])) for e in errors]
+    # The key of an unknown-key error is the user's text ("Name", "a[b]"): never taken for a tag.
+    paths = [
+        prefix + _clean_loc(tuple(e["loc"])[:-1]) + tuple(e["loc"])[-1:]
+        if e["type"] == "extra_forbidden"
+        else prefix + _clean_loc(tuple(e["loc"]))
+        for e in errors
+    ]
     for error, path in zip(errors, paths, strict=True):
         if any(len(other) > len(path) and other[: len(path)] == path for other in paths):
             continue  # a union alternative failed deeper down: report the deeper, more useful error
