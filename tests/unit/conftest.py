@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from reconciler.cli import app
 from reconciler.errors import ReconcilerError
 from tests.unit.desired_support import FAKE_SECRETS, SAMPLE_DIR, CliResult
+from tests.unit.hostile_support import FULL_SECRETS, write_full
 
 
 @pytest.fixture
@@ -25,6 +26,13 @@ def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The full desired state (every optional field set) at `<tmp>/desired`, cwd at `<tmp>`."""
+    monkeypatch.chdir(tmp_path)
+    return write_full(tmp_path / "desired")
+
+
+@pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., CliResult]:
     """Run the `reconciler` CLI in-process with a controlled environment, mapping domain errors to
     exit codes exactly like `cli.main()` does."""
@@ -33,7 +41,7 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
         env = {
             "RECONCILER_ENV_FILE": str(tmp_path / "no.env"),
             "RECONCILER_SECRETS_DIR": str(tmp_path / "no-secrets"),
-            **{k: None for k in FAKE_SECRETS},  # type: ignore[dict-item]
+            **{k: None for k in (*FAKE_SECRETS, *FULL_SECRETS)},  # type: ignore[dict-item]
             **(secrets or {}),
         }
         result = CliRunner().invoke(app, list(args), env=env)

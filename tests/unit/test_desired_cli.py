@@ -179,3 +179,41 @@ def test_the_installed_command_validates_the_sample_from_the_repo_root() -> None
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_render_out_writes_files_only_their_owner_can_read(sample: Path, cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "pjsip.conf").write_text("old\n")
+    os.chmod(tmp_path / "existing" / "pjsip.conf", 0o644)
+    for out in ("fresh/out", "existing"):
+        assert cli("render", "desired", "--out", out, secrets=FAKE_SECRETS).code == 0
+        for name in ("pjsip.conf", "extensions.conf", "voicemail.conf"):
+            assert (tmp_path / out / name).stat().st_mode & 0o777 == 0o600, (out, name)
+        assert not [p for p in (tmp_path / out).iterdir() if p.name.startswith(".")]
+    assert (tmp_path / "fresh" / "out").stat().st_mode & 0o777 == 0o700
+
+
+def test_plan_never_shows_an_old_or_new_provider_username(sample: Path, cli: Cli) -> None:
+    assert cli("render", "desired", "--out", "live", secrets=FAKE_SECRETS).code == 0
+    rotated = {**FAKE_SECRETS, "PBX_PROVIDER_USER": "rotated-user-name"}
+    for fmt in ("text", "markdown"):
+        result = cli("plan", "desired", "--against", "live", "--format", fmt, secrets=rotated)
+        assert result.code == 2, result.stderr
+        assert "username" in result.stdout
+        assert FAKE_SECRETS["PBX_PROVIDER_USER"] not in result.stdout
+        assert "rotated-user-name" not in result.stdout
+
+
+def test_plan_against_a_file_that_is_not_utf8_or_a_fifo_is_one_error_line(
+    sample: Path, cli: Cli, tmp_path: Path
+) -> None:
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "pjsip.conf").write_bytes(b"[x]\nkey = \xff\n")
+    os.mkfifo(tmp_path / "live" / "extensions.conf")
+    result = cli("plan", "desired", "--against", "live", secrets=FAKE_SECRETS)
+    assert result.code == 1
+    assert "live/pjsip.conf is not UTF-8 text: line 2, column 7 cannot be decoded" in result.stderr
+    (tmp_path / "live" / "pjsip.conf").unlink()
+    result = cli("plan", "desired", "--against", "live", secrets=FAKE_SECRETS)
+    assert result.code == 1
+    assert "live/extensions.conf is a named pipe (FIFO), not a regular file" in result.stderr
