@@ -61,6 +61,7 @@ def test_an_interface_name_is_still_a_valid_ipv6_zone_id(full: Path) -> None:
 @pytest.mark.parametrize(
     "email",
     [
+        "sales@example.com\x1e[general]\x1emailcmd=/usr/bin/touch\x1e/tmp/pwned",  # passed validate
         "sales@example.com\x1e[general]\x1emailcmd=/bin/sh -c id",
         "sales@example.com\u2028[general]",
         "sales@example.com\x85x",
