@@ -13,7 +13,7 @@ def content_hash(desired_dir: Path) -> str:
     """`sha256:<hex>` over the desired files (name and bytes) in name order, i.e. what `load` reads,
     listed by the same `desired_entries()`. A refused entry (a symlink leaving the directory or
     to nothing, a pipe, a file over the size limit) counts by its name and why it is refused: its
-    target is never read, and the revision still changes when the entry does."""
+    target is never read, and the revision changes when the entry appears, goes or becomes usable."""
     digest = hashlib.sha256()
     for entry in desired_entries(Path(desired_dir)):
         try:
