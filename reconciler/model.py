@@ -304,7 +304,13 @@ with warnings.catch_warnings():
         @property
         def match_or_default(self) -> list[str]:
             """identify `match` values: the configured ones, or host:port (never a bare address)."""
-            return list(self.match) if self.match else [f"{self.host}:{self.port}"]
+            return list(self.match) if self.match else [host_port(self.host, self.port)]
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port` as Asterisk and SIP URIs write it: an IPv6 address goes in brackets (`[::1]:5060`),
+    since a bare `::1:5060` is read as the address `::1:5060` without a port."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Voicemail(_Model):

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from reconciler.errors import Problem, ReconcilerError, ValidationFailed
 from reconciler.markers import REVISION_HELP, rev12, valid_revision
-from reconciler.model import DesiredState, Extension, SecretRef, field_name, secret_refs
+from reconciler.model import DesiredState, Extension, SecretRef, field_name, host_port, secret_refs
 from reconciler.model import Path as FieldPath
 from reconciler.settings import Settings
 from reconciler.textrules import unsafe_character, unsafe_lines
@@ -206,6 +206,7 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
     env.filters["secret"] = _secret_filter
     env.filters["conf"] = conf_escape
     env.globals["mailbox_pin"] = _mailbox_pin_global
+    env.globals["host_port"] = host_port
     return env
 
 
