@@ -3,12 +3,19 @@
 Every `docker exec` costs 70-90 ms, far more than a small reload (~10 ms), so this client batches:
 one exec runs a whole shell script of steps (CLI commands, file renames, a reload with the log
 lines it produced, the verification queries) and the outputs are split on a separator line that
-no Asterisk output contains. Files travel by `put_archive` (no exec) and are moved into place by
-rename(2), so Asterisk never reads a half-written file.
+no Asterisk output contains. Files travel inside the script or by `put_archive`, land in a temp
+directory of the managed volume, are checked (every write, its hash, owner and mode) and only then
+moved into place by rename(2), so Asterisk never reads a half-written file.
+
+A step that changes something runs inside a *transaction exec* (`AsteriskClient.transact`): its
+first step takes flock(1) and the PBX's lease (`reconciler.lease`); the first step that fails sets
+`STOP` and every later step of that exec is skipped, so nothing is renamed after a failed write and
+nothing is reloaded after a failed rename.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import posixpath
 import re
@@ -20,7 +27,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.errors import AsteriskUnavailable, ReconcilerError
+from reconciler import lease as lease_mod
+from reconciler.errors import AsteriskUnavailable, ManagedWriteFailed, ReconcilerError
+from reconciler.journal import (
+    JOURNAL_PATH,
+    LAST_GOOD,
+    LAST_GOOD_STATE_PATH,
+    STATE_FILE,
+    TMP_PREFIX,
+    Journal,
+    settle_step,
+    write_journal_step,
+)
+from reconciler.lease import (
+    LEASE_FILE,
+    TXN_DIR,
+    Holder,
+    LeaseAnswer,
+    LeaseMode,
+    abandon_step,
+    guard,
+    parse_lease_answer,
+)
 from reconciler.markers import (
     DIALPLAN_QUERY,
     PJSIP_MARKER_SED,
@@ -29,9 +57,13 @@ from reconciler.markers import (
     pjsip_marker_query,
 )
 from reconciler.providers_health import HostLookup, lookup_step, parse_lookups
+from reconciler.restart import BOOT_TIMEOUT_S, CHANNELS_COUNT, RestartPolicy
 
 UNREACHABLE_MARKER = "Unable to connect to remote asterisk"
 MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
+LEASE_PATH = f"{TXN_DIR}/{LEASE_FILE}"
+# Besides the managed files, the read exec returns these records (journal, lease, last good copy).
+_META_PATHS = (JOURNAL_PATH, LEASE_PATH, LAST_GOOD_STATE_PATH)
 # Asterisk logs through a logger thread: when `asterisk -rx` returns, its lines may not be in the
 # file yet. After a reload the script makes Asterisk log LOG_BARRIER (see `_flush_barrier_script`)
 # and waits, bounded, until that line reaches the file.
@@ -40,10 +72,29 @@ LOG_BARRIER = "Reloading module 'udptl'"
 LOG_FLUSH_TIMEOUT_S = 3.0
 # Files up to this size (together) are written by the exec's own script instead of an upload.
 INLINE_LIMIT_BYTES = 48 * 1024
+# Asterisk creates its control socket anew at every start, also after `core restart` (which keeps
+# PID 1): its modification time tells one Asterisk run from the next.
+CONTROL_SOCKET = "/var/run/asterisk/asterisk.ctl"
+FILE_OWNER = "asterisk:asterisk"
+FILE_MODE = "0640"  # managed files and state.json hold passwords: never world-readable
+STALE_TMP_MINUTES = 10  # temp dirs of a crashed apply older than this are removed by the next one
+_FAILED = re.compile(r"^FAILED (.*)$", re.M)
 
 
 class AsteriskCommandFailed(ReconcilerError):
     """A shell step in the container failed (e.g. a rename); not Asterisk refusing config."""
+
+
+class AsteriskWentAway(AsteriskUnavailable):
+    """Asterisk (or its container) stopped answering in the middle of a batch.
+
+    `outputs` are the outputs of the steps that completed, so a caller can tell what was done.
+    """
+
+    def __init__(self, message: str, hint: str, outputs: Sequence[str] = ()) -> None:
+        super().__init__(message, hint)
+        self.outputs = tuple(outputs)
+        self.completed: dict[str, str] = {}  # by step name, for a transaction exec
 
 
 @dataclass(frozen=True)
@@ -82,6 +133,72 @@ class LiveMarkers:
     lookups: Mapping[str, HostLookup] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LiveRead:
+    """Everything one read exec learns: the managed files and `state.json`, the markers Asterisk
+    has live, the transaction records (journal, lease, last verified copy's state.json), the
+    container's clock and the boot id of the running Asterisk."""
+
+    files: dict[str, str]
+    markers: LiveMarkers
+    journal_text: str | None = None
+    lease_text: str | None = None
+    last_good_state_text: str | None = None
+    now: int | None = None
+    boot_id: str | None = None
+    box: str | None = None  # the container run (see reconciler.lease)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """What to put at one managed name: `text` (sent inline or uploaded), or a hard link of the
+    last verified copy whose content hashes to `link_sha` (falling back to `text`, if any)."""
+
+    text: str | None = None
+    link_sha: str | None = None
+
+    @property
+    def sha(self) -> str | None:
+        return sha256_text(self.text) if self.text is not None else None
+
+
+@dataclass(frozen=True)
+class RestartRequest:
+    policy: RestartPolicy
+    wait_s: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class TxnOutcome:
+    """What a transaction exec did.
+
+    `stopped` names the first step that failed (None: every step ran) and `detail` its `FAILED`
+    line. `swapped`: the files were renamed into place (and `renamed` which, if the rename of one
+    failed). `restart` is `restarted <s>` / `pending <calls>` / `not-restarted`.
+    """
+
+    lease: LeaseAnswer
+    stopped: str | None = None
+    detail: str = ""
+    swapped: bool = False
+    renamed: tuple[str, ...] = ()
+    calls: int | None = None
+    reload: ReloadResult | None = None
+    restart: str = ""
+    recorded: bool = False
+    warnings: tuple[str, ...] = ()
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.lease.status == "ok" and self.stopped is None
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def split_outputs(text: str, separator: str) -> list[str]:
     """Split the output of a batch whose every step was followed by `\\n<separator>\\n`."""
     parts = text.split("\n" + separator + "\n")
@@ -98,10 +215,15 @@ def _hint_for(container: str) -> str:
     return f"start it with `make up` (or `docker start {container}`), then retry"
 
 
+def _free_space() -> str:
+    """Shell expression: free space of the managed dir, for write errors."""
+    return '$(df -Pk "$D" 2>/dev/null | awk \'NR==2 {print $4 " KiB free of " $2 " KiB"}\')'
+
+
 class AsteriskClient:
     """The Asterisk in one Docker container, reached through the Docker SDK.
 
-    `exec_count` counts `docker exec` calls and `api_calls` every file transfer too, so callers can
+    `exec_count` counts `docker exec` calls and `transfer_count` file uploads, so callers can
     report what an apply cost.
     """
 
@@ -115,8 +237,11 @@ class AsteriskClient:
         self.container_name = container
         self.managed_dir = managed_dir.rstrip("/") or "/"
         self.log_path = log_path
+        self.file_owner = FILE_OWNER
+        self.control_socket = CONTROL_SOCKET
         self._docker = docker_client
         self._container: Any = None
+        self._started_at: str | None = None
         self.exec_count = 0
         self.transfer_count = 0
 
@@ -146,6 +271,7 @@ class AsteriskClient:
                 _hint_for(self.container_name),
             )
         self._container = container
+        self._started_at = (container.attrs.get("State") or {}).get("StartedAt")
         return container
 
     def _container_or_fetch(self) -> Any:
@@ -172,11 +298,31 @@ class AsteriskClient:
             ) from exc
         return code or 0, out.decode("utf-8", errors="replace") if out else ""
 
+    def _container_went_away(self) -> str | None:
+        """Why the container is not the one that ran the last exec (stopped, restarted), or None."""
+        from docker.errors import DockerException
+
+        try:
+            if self._docker is None:
+                return None
+            container = self._docker.containers.get(self.container_name)
+        except DockerException as exc:
+            return f"the container cannot be found any more ({exc})"
+        self._container = None  # look it up afresh next time
+        if container.status != "running":
+            return f"the container is {container.status}"
+        started = (container.attrs.get("State") or {}).get("StartedAt")
+        if self._started_at and started and started != self._started_at:
+            return f"the container was restarted (at {started})"
+        return None
+
     def run_steps(self, steps: Sequence[str]) -> ExecResult:
         """Run shell `steps` in ONE exec; return each step's combined stdout+stderr.
 
-        Raises AsteriskUnavailable when any step printed "Unable to connect to remote asterisk"
-        (Asterisk is not running, or still booting).
+        Raises `AsteriskWentAway` (an AsteriskUnavailable) when the batch broke off because the
+        container stopped or restarted, or when a step printed "Unable to connect to remote
+        asterisk" (Asterisk is not running, or still booting); the completed steps' outputs are in
+        the exception.
         """
         separator = f"--8<-- gitops-{_random.token_hex(8)} --8<--"
         echo = f"printf '\\n%s\\n' {shlex.quote(separator)}"
@@ -184,17 +330,29 @@ class AsteriskClient:
         code, text = self._exec(script)
         outputs = split_outputs(text, separator)
         if len(outputs) != len(steps):
+            done = outputs if separator in text else []
+            gone = self._container_went_away()
+            if gone is not None or code in (137, 143):
+                raise AsteriskWentAway(
+                    f"Asterisk in {self.container_name!r} went away during a batch of commands "
+                    f"({gone or f'the exec was killed, exit {code}'}; "
+                    f"{len(done)} of {len(steps)} steps done)",
+                    _hint_for(self.container_name),
+                    done,
+                )
             raise AsteriskCommandFailed(
-                f"the batch in {self.container_name!r} stopped after {len(outputs)} of {len(steps)} steps: "
+                f"the batch in {self.container_name!r} stopped after {len(done)} of {len(steps)} steps: "
                 f"{text[-500:]!r}",
                 "check the container (`docker logs`) and retry",
             )
         if any(UNREACHABLE_MARKER in out for out in outputs):
-            raise AsteriskUnavailable(
+            done = outputs[: next(i for i, out in enumerate(outputs) if UNREACHABLE_MARKER in out)]
+            raise AsteriskWentAway(
                 f"Asterisk in {self.container_name!r} is not answering on its control socket "
                 "(not running, or still booting)",
                 f"wait a few seconds and retry; if it persists, `docker logs {self.container_name}` "
                 f"shows why, and `docker restart {self.container_name}` restarts it",
+                done,
             )
         return ExecResult(tuple(outputs), code)
 
@@ -202,14 +360,15 @@ class AsteriskClient:
         """Run Asterisk CLI `commands` (`asterisk -rx`) in one exec; return each one's output."""
         return list(self.run_steps([rx_command(c) for c in commands]).outputs)
 
-    # --- managed files --------------------------------------------------------------------------
+    # --- reading --------------------------------------------------------------------------------
 
-    def _read_files_step(self) -> str:
+    def _read_files_step(self, extra: Iterable[str] = ()) -> str:
         d = shlex.quote(self.managed_dir)
-        # One record per file: its name line, then its bytes base64-free (configs are text);
-        # records are split by the caller on a per-file separator echoed by the same loop.
+        more = " ".join(shlex.quote(p) for p in extra)
+        # One record per file: its name line, then its bytes (configs are text); records are
+        # split by the caller on a per-file separator echoed by the same loop.
         return (
-            f"cd {d} 2>/dev/null && for f in *.conf state.json; do "
+            f"cd {d} 2>/dev/null && for f in *.conf state.json {more}; do "
             '[ -f "$f" ] || continue; printf "%s\\n" "$f"; cat -- "$f"; printf "\\n%s\\n" "$SEP_FILE"; done'
         )
 
@@ -217,7 +376,7 @@ class AsteriskClient:
         files: dict[str, str] = {}
         for record in split_outputs(text, file_separator):
             name, _, content = record.partition("\n")
-            if name and MANAGED_NAMES.match(name):
+            if name and (MANAGED_NAMES.match(name) or name in _META_PATHS):
                 files[name] = content
         return files
 
@@ -246,10 +405,12 @@ class AsteriskClient:
             f"i=$((i+1)); [ $i -ge {tries} ] && break; sleep 0.1; done; true"
         )
 
-    def read_managed_with_markers(
-        self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = ()
-    ) -> tuple[dict[str, str], LiveMarkers]:
-        """The managed files, and which revision markers Asterisk has live, in ONE exec.
+    def _boot_id_expr(self) -> str:
+        return f"$(stat -c %y {shlex.quote(self.control_socket)} 2>/dev/null)"
+
+    def read_live(self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = ()) -> LiveRead:
+        """The managed files, which revision markers Asterisk has live, the transaction records,
+        the container's clock and Asterisk's boot id, in ONE exec.
 
         The PJSIP marker is looked up under the name the live `pjsip.conf` declares
         (`[gitops-rev-<rev12>]`), so this answers "is Asterisk running the files on disk?".
@@ -267,9 +428,10 @@ class AsteriskClient:
         )
         steps = [
             self._boot_wait_step(boot_timeout_s),
-            f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step()}",
+            f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step(_META_PATHS)}",
             marker_step,
             rx_command(DIALPLAN_QUERY),
+            f'date +%s; echo "{self._boot_id_expr()}"; cut -d" " -f22 /proc/1/stat 2>/dev/null',
         ]
         if resolve:
             steps.append(lookup_step(resolve))
@@ -278,98 +440,192 @@ class AsteriskClient:
         declared, _, aor_out = outputs[1].partition("\n")
         declared = declared.strip()
         pjsip_live = bool(declared) and aor_found(aor_out, declared)
-        return files, LiveMarkers(
-            pjsip_rev12=declared if pjsip_live else None,
-            pjsip_declared=declared or None,
-            dialplan_rev12=dialplan_revision(outputs[2]),
-            lookups=parse_lookups(outputs[3]) if resolve else {},
+        clock = outputs[3].split("\n")
+        now = int(clock[0]) if clock and clock[0].strip().isdigit() else None
+        boot_id = clock[1].strip() if len(clock) > 1 and clock[1].strip() else None
+        box = clock[2].strip() if len(clock) > 2 and clock[2].strip() else None
+        return LiveRead(
+            files={n: t for n, t in files.items() if n not in _META_PATHS},
+            markers=LiveMarkers(
+                pjsip_rev12=declared if pjsip_live else None,
+                pjsip_declared=declared or None,
+                dialplan_rev12=dialplan_revision(outputs[2]),
+                lookups=parse_lookups(outputs[4]) if resolve else {},
+            ),
+            journal_text=files.get(JOURNAL_PATH),
+            lease_text=files.get(LEASE_PATH),
+            last_good_state_text=files.get(LAST_GOOD_STATE_PATH),
+            now=now,
+            boot_id=boot_id,
+            box=box,
         )
+
+    def read_managed_with_markers(
+        self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = ()
+    ) -> tuple[dict[str, str], LiveMarkers]:
+        """The managed files and which revision markers Asterisk has live (and, for `resolve`,
+        whether those host names resolve in the container), in ONE exec."""
+        live = self.read_live(boot_timeout_s, resolve)
+        return live.files, live.markers
 
     def read_managed(self) -> dict[str, str]:
         """The managed `*.conf` files and `state.json` as {name: text} (one exec)."""
         files, _ = self.read_managed_and_run()
         return files
 
-    def _put_tmp(self, files: dict[str, str]) -> str:
-        """Upload `files` into a fresh temporary subdirectory of the managed dir; return its path."""
+    # --- writing: staged in a temp dir of the volume, every step checked -----------------------
+
+    def _tmp_dir(self) -> str:
+        return posixpath.join(self.managed_dir, TXN_DIR, f"{TMP_PREFIX}{_random.token_hex(6)}")
+
+    def _upload(self, files: Mapping[str, str], tmp_dir: str) -> None:
+        """Upload `files` into `tmp_dir` (a new subdirectory of `<managed>/.gitops`) by put_archive.
+
+        A refused upload (e.g. the volume is full) raises `ManagedWriteFailed` with Docker's words.
+        """
         from docker.errors import APIError, DockerException
 
-        for name in files:
-            if not MANAGED_NAMES.match(name):
-                raise ValueError(f"not a managed file name: {name!r}")
-        tmp_name = f".gitops-tmp-{_random.token_hex(6)}"
+        rel = posixpath.relpath(tmp_dir, self.managed_dir)
         buf = io.BytesIO()
         now = time.time()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            info = tarfile.TarInfo(tmp_name)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o750, now
-            tar.addfile(info)
+            for directory in (TXN_DIR, rel):
+                info = tarfile.TarInfo(directory)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o750, now
+                tar.addfile(info)
             for name, text in sorted(files.items()):
                 data = text.encode("utf-8")
-                info = tarfile.TarInfo(f"{tmp_name}/{name}")
+                info = tarfile.TarInfo(f"{rel}/{name}")
                 info.size, info.mode, info.mtime = len(data), 0o640, now
                 tar.addfile(info, io.BytesIO(data))
         container = self._container_or_fetch()
         try:
             self.transfer_count += 1
             ok = container.put_archive(self.managed_dir, buf.getvalue())
-        except (APIError, DockerException) as exc:
+        except APIError as exc:
+            if self._container_went_away() is not None:
+                raise AsteriskUnavailable(
+                    f"cannot copy files into {self.container_name!r}:{self.managed_dir}: {exc}",
+                    _hint_for(self.container_name),
+                ) from exc
+            raise ManagedWriteFailed(
+                f"copying {', '.join(sorted(files))} into {self.container_name}:{self.managed_dir} failed: "
+                f"{getattr(exc, 'explanation', None) or exc}",
+                "free space in the managed volume (or fix its permissions) and apply again; "
+                "nothing was renamed or reloaded",
+            ) from exc
+        except DockerException as exc:
             self._container = None
             raise AsteriskUnavailable(
                 f"cannot copy files into {self.container_name!r}:{self.managed_dir}: {exc}",
                 _hint_for(self.container_name),
             ) from exc
         if not ok:
-            raise AsteriskCommandFailed(
+            raise ManagedWriteFailed(
                 f"copying files into {self.container_name!r}:{self.managed_dir} failed",
                 "check that the managed directory exists in the container",
             )
-        return posixpath.join(self.managed_dir, tmp_name)
 
-    def _swap_step(self, tmp_dir: str, names: Iterable[str], remove: Iterable[str] = ()) -> str:
-        """Shell that makes the uploaded files readable by Asterisk and renames each into place."""
-        d, t = shlex.quote(self.managed_dir), shlex.quote(tmp_dir)
-        parts = [f"chown -R asterisk:asterisk {t} 2>/dev/null; chmod 0640 {t}/* 2>/dev/null; true"]
-        parts += [f"mv -f {t}/{shlex.quote(n)} {d}/{shlex.quote(n)}" for n in sorted(names)]
-        parts += [f"rm -f {d}/{shlex.quote(n)}" for n in sorted(remove)]
-        parts.append(f"rmdir {t}")
-        return " && ".join(parts) + " && echo swapped"
+    def _stage_step(self, files: Mapping[str, FileSource], tmp: str, uploaded: Iterable[str]) -> str:
+        """Shell: put every file of `files` into `tmp` and check it: the write's exit status, the
+        content's sha256 (a short write on a full disk is caught here even when the writer did not
+        report it), owner and mode. Prints `FAILED write-failed: ...` and sets STOP on any error."""
+        t = shlex.quote(tmp)
+        uploaded = set(uploaded)
+        writes = [f"mkdir -p -m 0750 {t}"]
+        checks = []
+        for name, src in sorted(files.items()):
+            n = shlex.quote(name)
+            inline = (
+                f"printf %s {shlex.quote(src.text)} | dd of={t}/{n} status=none"
+                if src.text is not None and name not in uploaded
+                else ""
+            )
+            if src.link_sha is not None:
+                good = f'"$G/{LAST_GOOD}/"{n}'
+                link = (
+                    f'[ "$(sha256sum < {good} 2>/dev/null | cut -c1-64)" = {shlex.quote(src.link_sha)} ] '
+                    f"&& ln -f {good} {t}/{n}"
+                )
+                missing = f"the last verified copy of {name} does not match its recorded hash"
+                fallback = inline or ("true" if name in uploaded else f"{{ echo '{missing}' >&2; false; }}")
+                writes.append(f"{{ {link} || {fallback}; }}")
+            elif inline:
+                writes.append(inline)
+            accepted = " | ".join(shlex.quote(h) for h in {src.sha, src.link_sha} if h)
+            checks.append(
+                f'case "$(sha256sum < {t}/{n} 2>/dev/null | cut -c1-64)" in {accepted}) ;; '
+                f'*) echo "FAILED write-failed: {name}: the file written is not the file sent '
+                f'({_free_space()})"; STOP=1 ;; esac'
+            )
+        owner, mode = shlex.quote(self.file_owner), FILE_MODE
+        return "\n".join(
+            [
+                f"SERR=$( {{ {' && '.join(writes)}; }} 2>&1 ) || "
+                f'{{ echo "FAILED write-failed: $SERR ({_free_space()})"; STOP=1; }}',
+                'if [ -z "$STOP" ]; then',
+                *checks,
+                "fi",
+                'if [ -z "$STOP" ]; then',
+                f"  SERR=$( {{ chown {owner} {t}/* && chmod {mode} {t}/* && sync {t}/*; }} 2>&1 ) || "
+                '{ echo "FAILED write-failed: owner/mode/sync of the new files: $SERR"; STOP=1; }',
+                "fi",
+            ]
+        )
 
-    def _stage_and_swap_step(self, files: dict[str, str], remove: Iterable[str] = ()) -> str:
-        """Shell that puts `files` into a temp subdir of the managed dir and renames each into place.
+    def _rename_step(self, names: Iterable[str], tmp: str, remove: Iterable[str] = ()) -> str:
+        """Shell: rename each staged file into place (checked), then delete `remove`."""
+        t = shlex.quote(tmp)
+        parts = ['MOVED=""']
+        for name in sorted(names):
+            n = shlex.quote(name)
+            parts.append(
+                f'if [ -z "$STOP" ]; then MERR=$(mv -f {t}/{n} "$D"/{n} 2>&1) && MOVED="$MOVED {name}" || '
+                f'{{ echo "FAILED rename-failed: {name}: $MERR"; STOP=1; }}; fi'
+            )
+        for name in sorted(remove):
+            n = shlex.quote(name)
+            parts.append(
+                f'if [ -z "$STOP" ]; then MERR=$(rm -f "$D"/{n} 2>&1) && MOVED="$MOVED -{name}" || '
+                f'{{ echo "FAILED rename-failed: {name}: $MERR"; STOP=1; }}; fi'
+            )
+        parts.append('echo "renamed$MOVED"; [ -n "$STOP" ] || echo swapped')
+        return "\n".join(parts)
 
-        Small files travel inside the exec's script itself (`printf` is a shell builtin, so only
-        the script's own argv limit of 128 KiB applies); larger ones are uploaded first with
-        `put_archive`, which costs one more Docker API call (~70-160 ms here).
-        """
+    def _check_step(self, expect: Mapping[str, str | None], refuse_calls: bool) -> str:
+        """Shell: the live files are still those the plan was made from (compare-and-swap), stale
+        temp dirs are removed, and (with `refuse_calls`) no call is up."""
+        stale = f'-name "{TMP_PREFIX}*" -mmin +{STALE_TMP_MINUTES}'
+        parts = [f'find "$G" -maxdepth 1 {stale} -exec rm -rf {{}} + 2>/dev/null']
+        for name, sha in sorted(expect.items()):
+            n = shlex.quote(name)
+            if sha is None:
+                cond = f'[ ! -e "$D"/{n} ]'
+            else:
+                cond = f'[ "$(sha256sum < "$D"/{n} 2>/dev/null | cut -c1-64)" = {shlex.quote(sha)} ]'
+            parts.append(f'{cond} || {{ [ -n "$STOP" ] || echo "FAILED conflict {name}"; STOP=1; }}')
+        if refuse_calls:
+            parts.append(
+                f"C=$({rx_command(CHANNELS_COUNT)} | sed -n 's/^\\([0-9]*\\) active call.*/\\1/p'); "
+                'echo "calls ${C:-?}"; '
+                '[ "${C:-0}" -gt 0 ] && { [ -n "$STOP" ] || echo "FAILED calls $C"; STOP=1; }'
+            )
+        parts.append("true")
+        return "\n".join(parts)
+
+    def write_managed(self, files: dict[str, str], remove: Iterable[str] = ()) -> None:
+        """Write `files` into the managed dir, each by rename(2) over the old one, every step
+        checked (no lease: for tools and tests; applies go through `transact`)."""
         for name in [*files, *remove]:
             if not MANAGED_NAMES.match(name):
                 raise ValueError(f"not a managed file name: {name!r}")
-        if not files:
-            names = " ".join(shlex.quote(posixpath.join(self.managed_dir, n)) for n in remove)
-            return f"rm -f {names} && echo swapped" if names else "echo swapped"
-        if sum(len(text.encode("utf-8")) for text in files.values()) <= INLINE_LIMIT_BYTES:
-            tmp = posixpath.join(self.managed_dir, f".gitops-tmp-{_random.token_hex(6)}")
-            t = shlex.quote(tmp)
-            writes = [f"mkdir -m 0750 {t}"]
-            writes += [
-                f"printf %s {shlex.quote(text)} > {t}/{shlex.quote(name)}"
-                for name, text in sorted(files.items())
-            ]
-            return " && ".join(writes) + " && " + self._swap_step(tmp, files, remove)
-        return self._swap_step(self._put_tmp(files), files, remove)
-
-    def write_managed(self, files: dict[str, str], remove: Iterable[str] = ()) -> None:
-        """Write `files` into the managed dir atomically, each by rename(2) over the old one.
-
-        A live file is never truncated in place: the new text goes to a temp subdir of the same
-        filesystem first. `remove` names files to delete in the same step.
-        """
-        remove = [n for n in remove if n not in files]
-        out = self.run_steps([self._stage_and_swap_step(files, remove)]).outputs[0]
-        if "swapped" not in out:
+        holder = Holder.new("write_managed")
+        sources = {n: FileSource(text=t) for n, t in files.items()}
+        outcome = self.transact(holder, "-", mode="check", files=sources, remove=remove)
+        if not outcome.ok:
             raise AsteriskCommandFailed(
-                f"moving the new files into {self.managed_dir} failed: {out.strip()}",
+                f"writing {', '.join(sorted(files)) or 'nothing'} into {self.managed_dir} failed: "
+                f"{outcome.detail or outcome.lease.error}",
                 "check the managed directory's owner and free space in the container",
             )
 
@@ -377,64 +633,195 @@ class AsteriskClient:
         """Delete managed files (e.g. a file the desired state no longer renders)."""
         self.write_managed({}, remove=names)
 
-    # --- reload with its log lines --------------------------------------------------------------
+    # --- the transaction exec -------------------------------------------------------------------
+
+    def _prelude(self, holder: Holder, revision: str) -> str:
+        return (
+            lease_mod.shell_functions(self.managed_dir, holder, revision) + f'\nBOOT="{self._boot_id_expr()}"'
+        )
+
+    def transact(
+        self,
+        holder: Holder,
+        revision: str,
+        *,
+        mode: LeaseMode = "acquire",
+        doing: str = "applying",
+        expect: Mapping[str, str | None] | None = None,
+        refuse_calls: bool = False,
+        journal: Journal | None = None,
+        files: Mapping[str, FileSource] | None = None,
+        remove: Iterable[str] = (),
+        commands: Sequence[str] = (),
+        restart: RestartRequest | None = None,
+        queries: Sequence[str] = (),
+        record: str | None = None,
+        settle: Sequence[str] | None = None,
+        keep_last_good: bool = False,
+    ) -> TxnOutcome:
+        """ONE exec (plus one upload when the files are large) that, in this order and each step
+        only if every earlier one succeeded: takes flock and the lease (`mode`), checks that the
+        live files are still `expect` (and, with `refuse_calls`, that no call is up), writes the
+        `journal`, stages and renames `files` (and deletes `remove`), runs the reload `commands`,
+        restarts Asterisk per `restart`, waits for the log lines all that produced, runs `queries`,
+        writes `record` as state.json and, with `settle`, refreshes the last verified copy from the
+        managed files named there (unless `keep_last_good`), removes the journal and releases the
+        lease. In `acquire` mode a failure before anything was renamed also removes the journal this
+        exec wrote and releases the lease: nothing changed. The temp dir is always removed.
+        """
+        files = dict(files or {})
+        remove = [n for n in remove if n not in files]
+        tmp = self._tmp_dir()
+        t = shlex.quote(tmp)
+        log = shlex.quote(self.log_path)
+        uploaded: list[str] = []
+        inline_bytes = sum(len((s.text or "").encode()) for s in files.values())
+        if record is not None:
+            inline_bytes += len(record.encode())
+        if inline_bytes > INLINE_LIMIT_BYTES:
+            # The script is one argv string (128 KiB at most): large texts travel by upload.
+            big = {n: src.text for n, src in files.items() if src.text is not None}
+            try:
+                self._upload(big, tmp)
+                uploaded = list(big)
+            except ManagedWriteFailed:
+                # A full disk refuses the upload; a restore from the last verified copy needs no
+                # space, so go on with the links alone when every file has one.
+                if not all(src.link_sha for src in files.values() if src.text is not None):
+                    raise
+
+        named: list[tuple[str, str]] = []
+        named.append(("lease", self._prelude(holder, revision) + "\n" + lease_mod.lease_step(mode, doing)))
+        if expect or refuse_calls:
+            named.append(("check", self._check_step(expect or {}, refuse_calls)))
+        if journal is not None:
+            named.append(("journal", write_journal_step(journal)))
+        if files or remove:
+            named.append(("stage", self._stage_step(files, tmp, uploaded) if files else "true"))
+            named.append(("swap", self._rename_step(files, tmp, remove)))
+        wants_log = bool(commands or restart)
+        if wants_log:
+            named.append(("offset", f"OFF=$(stat -c %s {log} 2>/dev/null || echo 0); echo $OFF"))
+        named += [(f"reload:{i}", rx_command(c)) for i, c in enumerate(commands)]
+        if restart is not None:
+            named.append(("restart", self._restart_script(restart)))
+        if wants_log:
+            named.append(("barrier", self._flush_barrier_script()))
+            named.append(("log", f"tail -c +$((OFF+1)) {log} 2>/dev/null"))
+        named += [(f"query:{i}", rx_command(q)) for i, q in enumerate(queries)]
+        if record is not None:
+            state = {STATE_FILE: FileSource(text=record)}
+            named.append(("record-stage", self._stage_step(state, tmp, ())))
+            named.append(("record", self._rename_step(state, tmp)))
+        if settle is not None:
+            named.append(("settle", settle_step(list(settle), keep_last_good=keep_last_good)))
+
+        steps = [named[0][1]] + [guard(script) for _, script in named[1:]]
+        steps.append(f"rm -rf {t}; " + (abandon_step() if mode == "acquire" else "true"))
+        try:
+            outputs = self.run_steps(steps).outputs
+        except AsteriskWentAway as exc:
+            # Name the completed steps so the caller can tell whether the files were swapped.
+            exc.completed = {name: out for (name, _), out in zip(named, exc.outputs, strict=False)}
+            raise
+        by_name = {name: out for (name, _), out in zip(named, outputs, strict=False)}
+        return self._outcome(by_name, commands, restart is not None, queries)
+
+    def _outcome(
+        self, out: Mapping[str, str], commands: Sequence[str], restarting: bool, queries: Sequence[str]
+    ) -> TxnOutcome:
+        answer = parse_lease_answer(out.get("lease", ""))
+        if answer.status != "ok":
+            return TxnOutcome(lease=answer, stopped="lease", detail=answer.error, outputs=out)
+        stopped, detail = None, ""
+        for name, text in out.items():
+            if name.startswith(("reload:", "query:", "log")):
+                continue  # Asterisk's own words, not a step's verdict
+            match = _FAILED.search(text)
+            if match:
+                stopped, detail = name, match[1]
+                break
+        calls_match = re.search(r"^calls (\d+)", out.get("check", ""), re.M)
+        swap = out.get("swap", "")
+        renamed_line = next((ln for ln in swap.splitlines() if ln.startswith("renamed")), "renamed")
+        reload = None
+        if "offset" in out and out.get("offset") != "skipped":
+            barrier = out.get("barrier", "")
+            log_text = out.get("log", "")
+            reload = ReloadResult(
+                reload_outputs=tuple(out.get(f"reload:{i}", "") for i in range(len(commands))),
+                log_lines=tuple(line for line in log_text.split("\n") if line and LOG_BARRIER not in line),
+                query_outputs=tuple(out.get(f"query:{i}", "") for i in range(len(queries))),
+                restarted=out.get("restart", "").startswith("restarted"),
+                log_complete="flushed" in barrier,
+            )
+        elif queries:
+            reload = ReloadResult((), (), tuple(out.get(f"query:{i}", "") for i in range(len(queries))))
+        warnings = tuple(
+            line.strip() for line in out.get("settle", "").splitlines() if line.startswith("last-good-failed")
+        )
+        return TxnOutcome(
+            lease=answer,
+            stopped=stopped,
+            detail=detail,
+            swapped="swapped" in swap.splitlines(),
+            renamed=tuple(renamed_line.split()[1:]),
+            calls=int(calls_match[1]) if calls_match else None,
+            reload=reload,
+            restart=(out.get("restart", "").strip().splitlines() or [""])[-1] if restarting else "",
+            recorded="swapped" in out.get("record", "").splitlines(),
+            warnings=warnings,
+            outputs=out,
+        )
 
     def reload(
         self,
         commands: Sequence[str],
         *,
-        files: dict[str, str] | None = None,
+        files: Mapping[str, str] | None = None,
         remove: Iterable[str] = (),
         queries: Sequence[str] = (),
         restart: bool = False,
         restart_timeout_s: float = 120.0,
     ) -> ReloadResult:
-        """Swap in `files` (if any), run the reload `commands` (or restart Asterisk gracefully),
-        collect the log lines they produced, then run the `queries` — all in ONE exec (plus one
-        upload when the files are larger than INLINE_LIMIT_BYTES).
+        """Swap in `files` (checked, as in a transaction), run the reload `commands` (or restart
+        Asterisk once it is idle, waiting at most `restart_timeout_s`), collect the log lines they
+        produced, then run `queries`, in ONE exec. Refused with `LockBusy` while another apply
+        holds the PBX's lock: a reload loads whatever is on disk, and must not run in the middle of
+        someone else's transaction. For tools (the sandbox carrier, provider healing); applies use
+        `transact`."""
+        from reconciler.errors import LockBusy
 
-        Log lines are complete: after the reloads the script asks Asterisk to log a barrier line
-        and waits (bounded by LOG_FLUSH_TIMEOUT_S) until it is in the file.
-        """
-        remove = [n for n in remove if not files or n not in files]
-        log = shlex.quote(self.log_path)
-        steps: list[str] = []
-        if files or remove:
-            steps.append(self._stage_and_swap_step(files or {}, remove))
-        steps.append(f"OFF=$(stat -c %s {log} 2>/dev/null || echo 0); echo $OFF")
-        if restart:
-            steps.append(self._restart_script(restart_timeout_s))
-        else:
-            steps += [rx_command(c) for c in commands]
-        steps.append(self._flush_barrier_script())
-        steps.append(f"tail -c +$((OFF+1)) {log} 2>/dev/null")
-        steps += [rx_command(q) for q in queries]
-        outputs = list(self.run_steps(steps).outputs)
-        if files or remove:
-            swap = outputs.pop(0)
-            if "swapped" not in swap:
-                raise AsteriskCommandFailed(
-                    f"moving the new files into {self.managed_dir} failed: {swap.strip()}",
-                    "check the managed directory's owner and free space in the container",
-                )
-        outputs.pop(0)  # the offset
-        n_reload = 1 if restart else len(commands)
-        reload_outputs, outputs = outputs[:n_reload], outputs[n_reload:]
-        barrier_out, log_text, query_outputs = outputs[0], outputs[1], outputs[2:]
-        if restart and "restarted" not in reload_outputs[0]:
-            raise AsteriskUnavailable(
-                f"Asterisk in {self.container_name!r} did not come back within {restart_timeout_s:.0f} s "
-                f"of `core restart gracefully`: {reload_outputs[0].strip()[-300:]}",
-                f"see `docker logs {self.container_name}`; calls in progress delay a graceful restart",
-            )
-        log_lines = [line for line in log_text.splitlines() if LOG_BARRIER not in line]
-        return ReloadResult(
-            reload_outputs=tuple(reload_outputs),
-            log_lines=tuple(log_lines),
-            query_outputs=tuple(query_outputs),
-            restarted=restart,
-            log_complete="flushed" in barrier_out,
+        outcome = self.transact(
+            Holder.new("reload"),
+            "-",
+            mode="check",
+            files={n: FileSource(text=t) for n, t in (files or {}).items()},
+            remove=remove,
+            commands=() if restart else commands,
+            restart=RestartRequest(RestartPolicy.IDLE, restart_timeout_s, "transports changed")
+            if restart
+            else None,
+            queries=queries,
         )
+        if outcome.lease.status != "ok":
+            held = outcome.lease.lease.describe(outcome.lease.now) if outcome.lease.lease else None
+            why = f"another apply holds the PBX's lock: {held}" if held else outcome.lease.error
+            raise LockBusy(f"not reloading {self.container_name!r}: {why}", "try again when it is done")
+        if outcome.stopped is not None or outcome.reload is None:
+            raise AsteriskCommandFailed(
+                f"moving the new files into {self.managed_dir} failed: {outcome.detail}",
+                "check the managed directory's owner and free space in the container",
+            )
+        if restart and not outcome.reload.restarted:
+            raise AsteriskUnavailable(
+                f"Asterisk in {self.container_name!r} did not restart within {restart_timeout_s:.0f} s "
+                f"({outcome.restart})",
+                f"see `docker logs {self.container_name}`; calls in progress delay the restart",
+            )
+        return outcome.reload
+
+    # --- reload / restart scripts ---------------------------------------------------------------
 
     def _flush_barrier_script(self) -> str:
         """Shell that waits until every line Asterisk logged so far is in the log file.
@@ -455,24 +842,42 @@ class AsteriskClient:
             "{ echo flushed; break; }; sleep 0.005; i=$((i+1)); done"
         )
 
-    def _restart_script(self, timeout_s: float) -> str:
-        """Shell: `core restart gracefully`, wait until this is a NEW Asterisk, fully booted."""
-        tries = int(timeout_s / 0.1)
-        up = "core show uptime seconds"
+    def _restart_script(self, request: RestartRequest) -> str:
+        """Shell: ask Asterisk to restart per the policy, then wait (renewing the lease) until a NEW
+        Asterisk — another boot id — is fully booted. `idle` waits at most `wait_s` for the calls to
+        end; the restart then stays scheduled in Asterisk. Prints `calls N` first, then
+        `restarted <seconds>`, `pending <calls>` or `not-restarted`."""
+        calls = f"$({rx_command(CHANNELS_COUNT)} | sed -n 's/^\\([0-9]*\\) active call.*/\\1/p')"
         booted = f'{rx_command("core waitfullybooted")} | grep -q "fully booted"'
-        return (
-            f"BEFORE=$({rx_command(up)} | sed -n 's/^System uptime: \\([0-9]*\\).*/\\1/p'); "
-            f"{rx_command('core restart gracefully')}; "
-            "DOWN=0; OK=0; i=0; "
-            f"while [ $i -lt {tries} ]; do "
-            f"OUT=$({rx_command(up)}); "
-            f'case "$OUT" in *"{UNREACHABLE_MARKER}"*) DOWN=1 ;; '
-            '*) NOW=$(printf "%s" "$OUT" | sed -n "s/^System uptime: \\([0-9]*\\).*/\\1/p"); '
-            'if [ -n "$NOW" ] && { [ $DOWN = 1 ] || [ "$NOW" -lt "${BEFORE:-0}" ]; }; '
-            "then OK=1; break; fi ;; "
-            "esac; sleep 0.1; i=$((i+1)); done; "
-            f"if [ $OK = 1 ] && {booted}; then echo restarted; "
-            "else echo not-restarted; fi"
+        reason = shlex.quote(lease_mod._clean(request.reason, 80))
+        # `core restart when convenient` blocks its CLI client until the restart; the request is
+        # taken at once, so the client is cut off after 1 s (Asterisk carries on without it).
+        ask = f"timeout 1 {rx_command(request.policy.command)} >/dev/null"
+        return "\n".join(
+            [
+                f'B0="$BOOT"; C={calls}; echo "calls ${{C:-?}}"; R={reason}',
+                'lease_write "restarting Asterisk (${C:-?} call(s) up): $R" || true',
+                f"START=$(date +%s); {ask}",
+                f"DL=$((START + {int(request.wait_s)})); DOWN_AT=; OK=; LAST=$START",
+                "while :; do",
+                "  NOW=$(date +%s)",
+                f'  B="{self._boot_id_expr()}"',
+                '  if [ -n "$B" ] && [ "$B" != "$B0" ]; then',
+                f"    if {booted}; then OK=1; break; fi",
+                '    [ -n "$DOWN_AT" ] || DOWN_AT=$NOW',
+                f'  elif ! {rx_command("core show uptime seconds")} | grep -q "System uptime"; then',
+                '    [ -n "$DOWN_AT" ] || DOWN_AT=$NOW',
+                '  elif [ -z "$DOWN_AT" ] && [ "$NOW" -ge "$DL" ]; then break',
+                "  fi",
+                f'  if [ -n "$DOWN_AT" ] && [ $((NOW - DOWN_AT)) -ge {int(BOOT_TIMEOUT_S)} ]; then break; fi',
+                "  if [ $((NOW - LAST)) -ge 5 ]; then LAST=$NOW; C2=" + calls + "; "
+                'lease_write "waiting for ${C2:-?} call(s) to end before restarting: $R" || true; fi',
+                "  sleep 0.2",
+                "done",
+                'if [ -n "$OK" ]; then echo "restarted $(( $(date +%s) - START ))"; BOOT="$B"',
+                f'elif [ -z "$DOWN_AT" ]; then echo "pending {calls}"',
+                'else echo "not-restarted"; fi',
+            ]
         )
 
     # --- small queries --------------------------------------------------------------------------
@@ -485,7 +890,7 @@ class AsteriskClient:
     def read_log_since(self, offset: int) -> list[str]:
         """Lines appended to the Asterisk log since byte `offset`."""
         out = self.run_steps([f"tail -c +{offset + 1} {shlex.quote(self.log_path)} 2>/dev/null"]).outputs[0]
-        return out.splitlines()
+        return out.split("\n")
 
     def uptime_s(self) -> int:
         """Seconds since Asterisk started (`core show uptime seconds`)."""
@@ -511,7 +916,3 @@ class AsteriskClient:
                 f"see `docker logs {self.container_name}`",
             )
         return time.monotonic() - start
-
-    def restart_gracefully(self, timeout_s: float = 120.0) -> ReloadResult:
-        """`core restart gracefully` and wait until the new Asterisk is fully booted."""
-        return self.reload((), restart=True, restart_timeout_s=timeout_s)

@@ -79,3 +79,34 @@ class AsteriskUnavailable(ReconcilerError):
 
 class ApplyFailed(ReconcilerError):
     """Asterisk refused the change or verification failed; the previous config was restored."""
+
+
+# --- the apply transaction (issue 9 §5, §7) ------------------------------------------------------
+
+EXIT_BUSY = 4  # another apply holds the PBX's lock; waited --lock-wait seconds
+
+
+class LockBusy(ReconcilerError):
+    """Another apply holds the PBX's lock and did not release it within the wait: try later."""
+
+    exit_code = EXIT_BUSY
+    temporary = True
+
+
+class ManagedWriteFailed(ApplyFailed):
+    """Writing into the managed volume failed (full, read-only, permissions): nothing was renamed
+    or reloaded, or what was renamed was put back. Retrying after fixing the volume can help."""
+
+    temporary = True
+
+
+class RestartRefused(ApplyFailed):
+    """`--restart refuse`: a transport change needs a restart and calls are up; nothing changed."""
+
+    temporary = True
+
+
+class LeaseLost(ApplyFailed):
+    """Another apply took the PBX's lock over (ours had expired) before this one recorded."""
+
+    temporary = True

@@ -721,3 +721,28 @@ def parse_registration_events(lines: Iterable[str]) -> list[RegistrationEvent]:
             )
         )
     return events
+
+
+@dataclass(frozen=True)
+class TransportInfo:
+    """One row of `pjsip show transports`: a transport Asterisk has bound."""
+
+    name: str
+    protocol: str
+    bind: str
+
+
+_TRANSPORT_ROW = re.compile(
+    r"^\s*Transport:\s+(?P<name>[^\s<]\S*)\s+(?P<proto>\w+)\s+\d+\s+\d+\s+(?P<bind>\S+)\s*$"
+)
+
+
+def parse_transports(text: str) -> list[TransportInfo]:
+    """`pjsip show transports` → the transports Asterisk runs (a transport whose bind failed is
+    not listed: `No objects found.`)."""
+    rows = []
+    for line in text.splitlines():
+        match = _TRANSPORT_ROW.match(line)
+        if match:
+            rows.append(TransportInfo(match["name"], match["proto"].lower(), match["bind"]))
+    return rows
