@@ -26,10 +26,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from reconciler import history, plan, providers_health, render
-from reconciler.apply import STATE_FILE, LiveState, apply_desired, parse_live_state, runs_files_on_disk
+from reconciler.apply import (
+    STATE_FILE,
+    ApplyOptions,
+    LiveState,
+    apply_desired,
+    parse_live_state,
+    runs_files_on_disk,
+)
 from reconciler.asterisk import AsteriskClient, LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.history import History, LoopState, Record, Result
+from reconciler.journal import parse_journal
 from reconciler.markers import rev12
 from reconciler.settings import Settings
 from reconciler.sources import Snapshot, Source
@@ -112,6 +120,8 @@ class _Observed:
     markers: LiveMarkers
     wiped: bool
     live: LiveState | None = None  # state.json: the live revision and its degraded providers
+    interrupted: str | None = None  # an apply whose journal is still there (see reconciler.journal)
+    restarted_pending: bool = False  # the restart a recorded revision waited for has happened
 
 
 @dataclass
@@ -143,12 +153,18 @@ class Reconciler:
     """One reconcile of `source` into the Asterisk behind `client` (an `asterisk.AsteriskClient`)."""
 
     def __init__(
-        self, settings: Settings, source: Source, client: AsteriskClient, options: WatchOptions
+        self,
+        settings: Settings,
+        source: Source,
+        client: AsteriskClient,
+        options: WatchOptions,
+        apply_options: ApplyOptions | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
         self.client = client
         self.options = options
+        self.apply_options = apply_options or ApplyOptions()
         self.history = History(settings)
         self.last_good_dir = history.last_good_dir(settings)
 
@@ -217,10 +233,21 @@ class Reconciler:
             return self._apply(attempt, snap, result="applied")
 
         attempt.stage = "live"
-        # ONE exec: the managed files, state.json and the revision markers Asterisk has live.
-        live_files, markers = self.client.read_managed_with_markers()
+        # ONE exec: the managed files, state.json, the revision markers Asterisk has live and the
+        # transaction records (an interrupted apply's journal, a pending restart's boot id).
+        read = self.client.read_live()
+        live_files = dict(read.files)
         live = parse_live_state(live_files.pop(STATE_FILE, None))
-        observed = _Observed(live_files, markers, wiped=False, live=live)
+        journal = parse_journal(read.journal_text)
+        pending = live.pending_restart if live is not None else None
+        observed = _Observed(
+            live_files,
+            read.markers,
+            wiped=False,
+            live=live,
+            interrupted=journal.describe() if journal is not None else None,
+            restarted_pending=pending is not None and pending.done(read.boot_id),
+        )
 
         live_revision = live.revision if live is not None else None
         if live is None and state.last_applied_revision is not None:
@@ -261,6 +288,11 @@ class Reconciler:
         drift_plan = plan.make_plan(rendered.files, live_conf, rendered.secret_values)
 
         why: list[str] = []
+        if observed.interrupted:
+            # Asterisk or a reconciler was killed mid-apply: the apply verifies what is on disk.
+            why.append(f"{observed.interrupted} was interrupted")
+        if observed.restarted_pending:
+            why.append("Asterisk restarted for the pending transport change: verifying it")
         if observed.wiped:
             why.append("the managed files were wiped (no state.json)")
         elif drift_plan.has_changes:
@@ -316,7 +348,12 @@ class Reconciler:
     def _apply(self, attempt: _Attempt, snap: Snapshot, *, result: Result) -> Outcome:
         attempt.stage = "apply"
         applied = apply_desired(
-            self.settings, self.client, snap.path, revision=snap.revision, subject=snap.subject
+            self.settings,
+            self.client,
+            snap.path,
+            revision=snap.revision,
+            subject=snap.subject,
+            options=self.apply_options,
         )
         self._keep_last_good(snap)
         if applied.unchanged and not applied.recorded:

@@ -25,11 +25,14 @@ from reconciler import parsers
 from reconciler.asterisk import rx_command
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
 from reconciler.history import History, LoopState, last_good_dir
+from reconciler.journal import JOURNAL_PATH, parse_journal
+from reconciler.lease import LEASE_FILE, TXN_DIR, parse_lease
 from reconciler.markers import is_marker_section
 from reconciler.metrics import to_epoch
 from reconciler.settings import Settings
 
 FAILED_RESULTS = frozenset({"failed", "invalid"})
+LEASE_PATH = f"{TXN_DIR}/{LEASE_FILE}"
 HISTORY_SHOWN = 10
 MAX_USER_AGENT_LOOKUPS = 64  # beyond this many online phones, skip user agents (one CLI call each)
 # Why a registration is not Registered is only in the log: its last lines about registrations.
@@ -124,21 +127,30 @@ def registration_log_step(log_path: str) -> str:
     return f"tail -c {REGISTRATION_LOG_TAIL_BYTES} {log} 2>/dev/null | grep -F {marker} | tail -n 20; true"
 
 
+_RECORD_SPLIT = "--8<-- gitops-status-record --8<--"
+
+
 def query_asterisk(client: Any) -> dict[str, Any]:
-    """One exec: state.json, registrations, endpoints (with contacts), uptime and the log's last
-    lines about registration attempts, parsed."""
-    state_file = shlex.quote(f"{client.managed_dir.rstrip('/')}/state.json")
+    """One exec: state.json (with the journal of an interrupted apply and the lock's lease),
+    registrations, endpoints (with contacts), uptime and the log's last lines about registration
+    attempts, parsed."""
+    managed = client.managed_dir.rstrip("/")
+    state_file = shlex.quote(f"{managed}/state.json")
     log_path = getattr(client, "log_path", "/var/log/asterisk/messages.log")
+    records = " ".join(shlex.quote(f"{managed}/{p}") for p in (JOURNAL_PATH, LEASE_PATH))
+    split = f"printf '\\n%s\\n' {shlex.quote(_RECORD_SPLIT)}"
     outputs = client.run_steps(
         [
-            f"cat {state_file} 2>/dev/null",
+            f'cat {state_file} 2>/dev/null; for f in {records}; do {split}; cat "$f" 2>/dev/null; done; '
+            f"{split}; date +%s",
             rx_command("pjsip show registrations"),
             rx_command("pjsip show endpoints"),
             rx_command("core show uptime seconds"),
             registration_log_step(log_path),
         ]
     ).outputs
-    state_text, registrations, endpoints, uptime, reg_log = outputs
+    first, registrations, endpoints, uptime, reg_log = outputs
+    state_text, journal_text, lease_text, clock = ([*first.split(f"\n{_RECORD_SPLIT}\n"), "", "", ""])[:4]
     try:
         live = json.loads(state_text) if state_text.strip() else None
     except ValueError:
@@ -150,6 +162,18 @@ def query_asterisk(client: Any) -> dict[str, Any]:
         "endpoints": parsers.parse_endpoints(endpoints),
         "uptime_s": int(match[1]) if match else None,
         "registration_events": parsers.parse_registration_events(reg_log.splitlines()),
+        "transaction": transaction_view(journal_text, lease_text, clock),
+    }
+
+
+def transaction_view(journal_text: str, lease_text: str, clock: str) -> dict[str, Any]:
+    """An interrupted apply (its journal is still there) and who holds the PBX's lock."""
+    journal = parse_journal(journal_text) if journal_text.strip() else None
+    lease = parse_lease(lease_text)
+    now = int(clock.strip()) if clock.strip().isdigit() else None
+    return {
+        "interrupted": journal.describe() if journal is not None else None,
+        "lock": lease.describe(now) if lease is not None and not lease.void(now, None) else None,
     }
 
 
@@ -345,6 +369,12 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
         if not p["registered"]:
             why = f" ({p['reason']})" if p.get("reason") else ""
             problems.append(f"provider {p['name']} is {p['state'] or 'not registered'}{why}")
+    interrupted = (status.get("transaction") or {}).get("interrupted")
+    if interrupted:
+        problems.append(
+            f"{interrupted} was interrupted: the files on disk are not verified; "
+            "the next apply (or the watch loop) settles it"
+        )
     last = status.get("last_reconcile")
     if last and last.get("result") in FAILED_RESULTS:
         problems.append(f"last reconcile {last.get('result')}: {last.get('reason') or 'see history'}")
@@ -385,6 +415,8 @@ def collect_status(settings: Settings, client: Any, *, head_from_loop: bool = Fa
         "suspended": loop_state.suspended,
         "providers": [],
         "extensions": [],
+        "restart_pending": None,
+        "transaction": {"interrupted": None, "lock": None},
     }
     try:
         raw = query_asterisk(client)
@@ -404,6 +436,7 @@ def collect_status(settings: Settings, client: Any, *, head_from_loop: bool = Fa
         status["asterisk"].update(error=exc.message, hint=exc.hint)
     else:
         status["asterisk"].update(reachable=True, uptime_s=raw["uptime_s"])
+        status["transaction"] = raw["transaction"]
         status["providers"] = providers
         status["extensions"] = build_extensions(raw["endpoints"], provider_names, agents, desired_state)
         live = raw["live"]
@@ -415,6 +448,14 @@ def collect_status(settings: Settings, client: Any, *, head_from_loop: bool = Fa
                 "applied_at": live.get("applied_at"),
                 "age_s": round(now - applied) if applied is not None else None,
             }
+            pending = live.get("pending_restart")
+            if isinstance(pending, dict):
+                # Cleared by the next apply or the watch loop once the restart has happened.
+                status["restart_pending"] = {
+                    "reason": pending.get("reason"),
+                    "since": pending.get("requested_at"),
+                    "policy": pending.get("policy"),
+                }
     if desired_info is not None:
         live_rev = (status["live"] or {}).get("revision")
         desired_info["pending"] = bool(

@@ -90,6 +90,15 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         )
     if status.get("suspended"):
         head.add_row("loop", Text("SUSPENDED (reconciler resume)", style="bold yellow"))
+    pending = status.get("restart_pending")
+    if pending:
+        head.add_row(
+            "restart",
+            Text(f"PENDING since {pending.get('since')}: {pending.get('reason')}", style="yellow"),
+        )
+    lock = (status.get("transaction") or {}).get("lock")
+    if lock:
+        head.add_row("lock", Text(f"held by {lock}", style="yellow"))
     console.print(head)
 
     if status["providers"]:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler import history
+from reconciler.commands.apply import lock_wait_option, restart_option, restart_policy, restart_wait_option
 from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings
 
@@ -56,9 +57,13 @@ def watch(
     webhook_secret_env: str = typer.Option(
         DEFAULT_SECRET_ENV, "--webhook-secret-env", help="Name of the secret holding the webhook secret."
     ),
+    restart: str = restart_option(),
+    restart_wait: float = restart_wait_option(),
+    lock_wait: float = lock_wait_option(),
 ) -> None:
     """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
     from reconciler import secrets
+    from reconciler.apply import ApplyOptions
     from reconciler.asterisk import AsteriskClient
     from reconciler.loop import Reconciler, WatchLoop, WatchOptions
     from reconciler.server import ServerContext, make_server, serve_in_background
@@ -95,7 +100,8 @@ def watch(
         settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
     )
     options = WatchOptions(interval_s=interval, drift=drift)  # type: ignore[arg-type]
-    reconciler = Reconciler(settings, source, client, options)
+    apply_options = ApplyOptions(restart_policy(restart), restart_wait, lock_wait)
+    reconciler = Reconciler(settings, source, client, options, apply_options)
     loop = WatchLoop(settings, reconciler.reconcile, options)
 
     server = None
