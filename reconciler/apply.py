@@ -644,6 +644,8 @@ class _Apply:
                 return exc  # it went away before anything was changed
             if "swapped" not in done.get("swap", "").splitlines():
                 state = "may be on disk"
+            else:
+                during = "reload"
         return AsteriskUnavailable(
             f"{exc.message}.\nThis happened during the {during} of revision {rev12(self.revision)}: "
             f"the new {', '.join(names) or 'files'} {state}, not verified (the journal "

@@ -15,6 +15,7 @@ nothing is reloaded after a failed rename.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import posixpath
@@ -510,9 +511,9 @@ class AsteriskClient:
                 ) from exc
             raise ManagedWriteFailed(
                 f"copying {', '.join(sorted(files))} into {self.container_name}:{self.managed_dir} failed: "
-                f"{getattr(exc, 'explanation', None) or exc}",
-                "free space in the managed volume (or fix its permissions) and apply again; "
-                "nothing was renamed or reloaded",
+                f"{getattr(exc, 'explanation', None) or exc}\n"
+                "Nothing was renamed or reloaded: Asterisk runs the previous config, and so will a restart.",
+                "free space in the managed volume (or fix its permissions), then apply again",
             ) from exc
         except DockerException as exc:
             self._container = None
@@ -685,6 +686,9 @@ class AsteriskClient:
                 self._upload(big, tmp)
                 uploaded = list(big)
             except ManagedWriteFailed:
+                # A refused upload can leave part of it behind: remove it (one more exec, only here).
+                with contextlib.suppress(ReconcilerError):
+                    self.run_steps([f"rm -rf {t}"])
                 # A full disk refuses the upload; a restore from the last verified copy needs no
                 # space, so go on with the links alone when every file has one.
                 if not all(src.link_sha for src in files.values() if src.text is not None):

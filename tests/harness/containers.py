@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import docker
 from testcontainers.core.container import DockerContainer
@@ -111,6 +111,13 @@ def remove_orphans(name_prefix: str = "test") -> list[str]:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)
                 removed.append(container.name)
+        for volume in client.volumes.list(filters={"label": OWNER_LABEL}):  # tmpfs managed volumes
+            host, _, pid = (volume.attrs.get("Labels") or {}).get(OWNER_LABEL, "").rpartition(":")
+            if host != socket.gethostname() or (pid.isdigit() and _process_exists(int(pid))):
+                continue
+            with contextlib.suppress(docker.errors.APIError):
+                volume.remove(force=True)
+                removed.append(volume.name)
     finally:
         client.close()
     return removed
@@ -145,7 +152,14 @@ class AsteriskContainer:
     # The image's role argument (`entrypoint.sh carrier`); None: the default role, the PBX.
     role: str | None = None
 
-    def __init__(self, purpose: str, *, image: str = IMAGE, name_prefix: str = "test") -> None:
+    def __init__(
+        self,
+        purpose: str,
+        *,
+        image: str = IMAGE,
+        name_prefix: str = "test",
+        managed_tmpfs_bytes: int | None = None,
+    ) -> None:
         self.purpose = purpose
         self.image = image
         self.name = f"{name_prefix}-{purpose}-{secrets.token_hex(4)}"
@@ -154,6 +168,12 @@ class AsteriskContainer:
         self._files: dict[str, bytes] = {}
         self._volumes: list[tuple[str, str]] = []
         self._container: DockerContainer | None = None
+        # A small managed volume that can be filled up: a tmpfs-backed named volume, kept mounted
+        # across `docker restart` by a second, idle container (a tmpfs is emptied when its last
+        # user stops).
+        self.managed_tmpfs_bytes = managed_tmpfs_bytes
+        self.managed_volume: str | None = None
+        self._keeper: docker.models.containers.Container | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -178,12 +198,12 @@ class AsteriskContainer:
         container = (
             DockerContainer(self.image)
             .with_name(self.name)
-            .with_kwargs(network_mode="host", labels=self._labels())
             .with_env("RTP_START", str(self.rtp_range[0]))
             .with_env("RTP_END", str(self.rtp_range[1]))
         )
         if self.role is not None:
             container.with_command(self.role)
+        kwargs: dict[str, object] = {"network_mode": "host", "labels": self._labels()}
         for name, data in self._files.items():
             container.with_copy_into_container(data, f"{MANAGED_DIR}/{name}", 0o644)
         for host_path, container_path in self._volumes:
@@ -191,12 +211,39 @@ class AsteriskContainer:
         self._container = container
         LIVE.add(self)
         try:
+            if self.managed_tmpfs_bytes is not None:
+                container.with_volume_mapping(self._make_tmpfs_volume(), MANAGED_DIR, "rw")
+            container.with_kwargs(**kwargs)
             container.start()
             self.wait_booted(boot_timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _make_tmpfs_volume(self) -> str:
+        client = docker.from_env()
+        try:
+            name = f"{self.name}-managed"
+            client.volumes.create(
+                name,
+                driver="local",
+                driver_opts={"type": "tmpfs", "device": "tmpfs", "o": f"size={self.managed_tmpfs_bytes}"},
+                labels=self._labels(),
+            )
+            self.managed_volume = name
+            self._keeper = client.containers.run(
+                self.image,
+                entrypoint=["sleep", "infinity"],
+                name=f"{self.name}-keeper",
+                network_mode="none",
+                volumes={name: {"bind": "/keep", "mode": "rw"}},
+                labels=self._labels(),
+                detach=True,
+            )
+        finally:
+            client.close()
+        return name
 
     def stop(self) -> None:
         """Remove the container (and its anonymous volumes) and release its ports. Idempotent."""
@@ -205,8 +252,34 @@ class AsteriskContainer:
         if container is not None:
             with contextlib.suppress(docker.errors.NotFound):
                 container.stop(force=True, delete_volume=True)
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                keeper.remove(force=True)
+        volume, self.managed_volume = self.managed_volume, None
+        if volume is not None:
+            client = docker.from_env()
+            try:
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.volumes.get(volume).remove(force=True)
+            finally:
+                client.close()
         ports.release_port(self.sip_port)
         ports.release_rtp_range(self.rtp_range)
+
+    def docker_restart(self, boot_timeout_s: float = 30.0) -> None:
+        """`docker restart` the container and wait until Asterisk is fully booted again."""
+        self.docker_container.restart(timeout=2)
+        self.wait_booted(boot_timeout_s)
+
+    def docker_kill(self) -> None:
+        """`docker kill` the container (SIGKILL: every process in it dies at once)."""
+        self.docker_container.kill()
+
+    def docker_start(self, boot_timeout_s: float = 30.0) -> None:
+        """`docker start` a killed or stopped container and wait until Asterisk is fully booted."""
+        self.docker_container.start()
+        self.wait_booted(boot_timeout_s)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -298,7 +371,7 @@ class AsteriskContainer:
 class PbxContainer(AsteriskContainer):
     """The PBX under test: starts with an empty managed dir; the reconciler writes into it."""
 
-    def __init__(self, purpose: str = "pbx", **kwargs: str) -> None:
+    def __init__(self, purpose: str = "pbx", **kwargs: Any) -> None:
         super().__init__(purpose, **kwargs)
 
     def registration_status(self, name_fragment: str = "") -> str:

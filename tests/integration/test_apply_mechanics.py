@@ -289,7 +289,8 @@ def test_managed_files_arrive_byte_for_byte_and_readable_by_asterisk(pbx: Pbx, s
         entries = pbx.container.exec(f"ls -A {MANAGED_DIR}")[1].split()
         assert "zz-test.conf" in entries
         assert [e for e in entries if e.startswith(".")] == [".gitops"]  # lock, journal, last good copy
-        assert not [e for e in pbx.container.exec(f"ls -A {MANAGED_DIR}/.gitops")[1].split() if e.startswith("tmp-")]
+        txn_entries = pbx.container.exec(f"ls -A {MANAGED_DIR}/.gitops")[1].split()
+        assert not [e for e in txn_entries if e.startswith("tmp-")]
         mode = pbx.container.exec(f"stat -c '%U:%G %a' {MANAGED_DIR}/zz-test.conf")[1].strip()
         assert mode == "asterisk:asterisk 640"  # managed files hold passwords: never world-readable
     finally:
