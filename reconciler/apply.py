@@ -720,6 +720,13 @@ class _Apply:
         on_disk = {**obs.conf, **{n: rendered.files[n] for n in written}}
         exp = _expectations(rendered.state, on_disk)
         queries = verification_queries(exp, reload_names, restarted=False)
+        # Asterisk started after these files were written (the pending restart happened, or it was
+        # restarted after an interrupted apply): it runs their transports, so check them too.
+        booted_since = (obs.pending is not None and obs.pending.done(obs.live.boot_id)) or (
+            journal is not None and bool(journal.boot_id) and journal.boot_id != obs.live.boot_id
+        )
+        if booted_since and exp.transports and not restart:
+            queries.append(TRANSPORTS_QUERY)
         reason = "; ".join(restart_reasons)
         refuse = restart and opts.restart is RestartPolicy.REFUSE
         self.say("reloading " + ", ".join(reload_names) + (" (a restart follows)" if restart else ""))

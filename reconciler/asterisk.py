@@ -860,7 +860,8 @@ class AsteriskClient:
         return "\n".join(
             [
                 f'B0="$BOOT"; C={calls}; echo "calls ${{C:-?}}"; R={reason}',
-                'lease_write "restarting Asterisk (${C:-?} call(s) up): $R" || true',
+                'if [ "${C:-0}" -gt 0 ]; then DO="waiting for $C call(s) to end before restarting: $R"; '
+                'else DO="restarting Asterisk: $R"; fi; lease_write "$DO" || true',
                 f"START=$(date +%s); {ask}",
                 f"DL=$((START + {int(request.wait_s)})); DOWN_AT=; OK=; LAST=$START",
                 "while :; do",
