@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.confparse import Section, parse_conf
 from reconciler.markers import DIALPLAN_CONTEXT, DIALPLAN_EXTEN, PJSIP_MARKER_PREFIX
+from reconciler.restart import RESTART_WHEN_IDLE
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter "secrets" (a user name like "42") would mask unrelated text
@@ -27,7 +28,8 @@ RELOAD_COMMANDS: dict[str, str] = {
     "extensions.conf": "dialplan reload",
     "voicemail.conf": "module reload app_voicemail.so",
 }
-RESTART_COMMAND = "core restart gracefully"
+# What an apply runs for a changed transport with the default restart policy (`--restart idle`).
+RESTART_COMMAND = RESTART_WHEN_IDLE
 
 _REVISION_LINE = re.compile(r"^;\s*revision:.*$")
 _MARKER_SECTION = re.compile(rf"^\[{PJSIP_MARKER_PREFIX}[^\]\s]+\]")
