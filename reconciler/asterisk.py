@@ -342,8 +342,8 @@ class AsteriskClient:
                     done,
                 )
             raise AsteriskCommandFailed(
-                f"the batch in {self.container_name!r} stopped after {len(done)} of {len(steps)} steps: "
-                f"{text[-500:]!r}",
+                f"the batch in {self.container_name!r} stopped after {len(done)} of {len(steps)} steps "
+                f"(exit {code}): {text[-500:]!r}",
                 "check the container (`docker logs`) and retry",
             )
         if any(UNREACHABLE_MARKER in out for out in outputs):
@@ -436,7 +436,14 @@ class AsteriskClient:
         ]
         if resolve:
             steps.append(lookup_step(resolve))
-        outputs = self.run_steps(steps).outputs[1:]
+        try:
+            outputs = self.run_steps(steps).outputs[1:]
+        except AsteriskWentAway:
+            raise
+        except AsteriskCommandFailed:
+            # Seen once under load here: an exec's output came back without one of its separators.
+            # This exec only reads, so asking again is safe.
+            outputs = self.run_steps(steps).outputs[1:]
         files = self._parse_files(outputs[0], file_sep)
         declared, _, aor_out = outputs[1].partition("\n")
         declared = declared.strip()
