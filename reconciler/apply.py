@@ -994,7 +994,7 @@ def apply_desired(
     rendered = render.render_desired(Path(desired_dir), settings, revision)
     holder = holder or Holder.new()
     say: Progress = progress or (lambda _message: None)
-    deadline = started + opts.lock_wait_s
+    waiting_since: float | None = None  # when this apply first found the lock busy
     waited = 0.0
 
     def result(**kw: Any) -> ApplyResult:
@@ -1013,6 +1013,8 @@ def apply_desired(
     # named even when nothing changed.
     hosts = providers_health.dns_names(rendered.state)
     while True:
+        if waiting_since is not None:
+            waited = time.monotonic() - waiting_since
         live = client.read_live(resolve=hosts)
         held = parse_lease(live.lease_text)
         try:
@@ -1028,7 +1030,10 @@ def apply_desired(
             )
             return attempt.run(dry_run, result)
         except _Retry as retry:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            waiting_since = now if waiting_since is None else waiting_since
+            waited = now - waiting_since
+            left = opts.lock_wait_s - waited
             who = retry.lease.describe(retry.now) if retry.lease is not None else None
             if left <= 0:
                 raise LockBusy(
@@ -1042,6 +1047,4 @@ def apply_desired(
                 if who
                 else f"{retry.why}; {left:.0f} s left"
             )
-            pause = min(1.0, left) if who else min(0.2, left)
-            time.sleep(pause)
-            waited += pause
+            time.sleep(min(1.0, left) if who else min(0.2, left))

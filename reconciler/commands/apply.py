@@ -95,8 +95,8 @@ def _print_result(console: Console, result: ApplyResult, dry_run: bool) -> None:
             "  [dim]everything else of the revision is live; such a provider comes up by itself once "
             "its host resolves (`reconciler watch`), or on the next `reconciler apply`[/dim]"
         )
-    if result.lock_waited_s >= 1:
-        console.print(f"[dim]waited {result.lock_waited_s:.1f} s for the PBX's lock[/dim]")
+    if result.lock_waited_s > 0:
+        console.print(f"[dim]waited {result.lock_waited_s:.2f} s for the PBX's lock[/dim]")
     console.print(
         f"[dim]{result.duration_s:.2f} s, {result.execs} docker exec(s), {result.transfers} upload(s)[/dim]"
     )

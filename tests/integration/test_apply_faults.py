@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -302,6 +303,66 @@ def test_asterisk_killed_mid_reload_exits_3_and_the_next_apply_settles_the_files
     assert pbx.assert_consistent() == "killed_1"
     assert pbx.endpoints() == {*LARGE, "fake_provider"}
     pbx.baseline()
+
+
+def wait_for_log(pbx: Pbx, line: str) -> bool:
+    """Block until Asterisk logs `line` (at most 60 s)."""
+    code, _ = pbx.container.exec(
+        f"timeout 60 tail -n 0 -F {MESSAGES_LOG} 2>/dev/null | grep -m 1 -qF {shlex.quote(line)}"
+    )
+    return code == 0
+
+
+def test_a_reconciler_killed_mid_apply_leaves_a_lock_that_expires_and_a_journal_the_next_apply_settles(
+    baseline: Pbx,
+) -> None:
+    pbx = baseline
+    target = pbx.desired("large", LARGE)
+    seen = threading.Event()
+    watcher = threading.Thread(
+        target=lambda: wait_for_log(pbx, "Reloading module 'res_pjsip.so'") and seen.set()
+    )
+    watcher.start()
+    time.sleep(0.3)
+    run = pbx.cli_apply(target, "--revision", "orphaned_1")
+    watcher.join(timeout=90)
+    run.kill()  # SIGKILL: no finally, no release; the exec already running in the container goes on
+    run.communicate(timeout=30)
+    assert seen.is_set()
+    txn = pbx.sh(f"ls -A {MANAGED_DIR}/.gitops").split()
+    assert "journal.json" in txn and "lease" in txn
+
+    started = time.monotonic()
+    result = pbx.apply(target, revision="orphaned_1")
+    took = time.monotonic() - started
+    print(
+        f"the next apply waited {result.lock_waited_s:.1f} s for the dead holder's lease "
+        f"({took:.1f} s in all)"
+    )
+    assert result.settled and "interrupted" in result.settled, result
+    assert all(c.ok for c in result.checks), result.checks
+    assert pbx.assert_consistent() == "orphaned_1"
+    pbx.baseline()
+
+
+def test_a_second_apply_waits_for_the_lock_then_exits_4_naming_the_holder(baseline: Pbx) -> None:
+    pbx = baseline
+    before = pbx.hashes()
+    # Another apply holds the lease (as a CI job on another host would, mid-apply).
+    pbx.sh(
+        f"printf 'holder=0123456789abcdef\\nwho=ci@runner-7 pid 42 (reconciler apply)\\nrevision=other\\n"
+        f"doing=reloading pjsip.conf\\nsince=%s\\nexpires=%s\\n' $(date +%s) $(( $(date +%s) + 600 )) "
+        f"> {MANAGED_DIR}/.gitops/lease"
+    )
+    try:
+        run = pbx.cli_apply(pbx.desired("renamed", BASELINE, label="Renamed"), "--lock-wait", "3")
+        out = run.communicate(timeout=60)[0]
+    finally:
+        pbx.sh(f"rm -f {MANAGED_DIR}/.gitops/lease")
+    assert run.returncode == 4, out
+    assert "ci@runner-7 pid 42 (reconciler apply)" in out and "reloading pjsip.conf" in out, out
+    assert re.search(r"waited [34] s", out), out
+    assert pbx.hashes() == before
 
 
 @pytest.mark.parametrize("revision", ["release_7", "v1.2-rc"])
