@@ -34,7 +34,9 @@ def read(
 
 
 def recorded(pending: PendingRestart | None = None) -> LiveState:
-    return LiveState("r1", None, "2026-12-01T21:00:00+00:00", {"pjsip.conf": sha256_text(PJSIP)}, pending)
+    return LiveState(
+        "r1", None, "2026-12-01T21:00:00+00:00", {"pjsip.conf": sha256_text(PJSIP)}, pending_restart=pending
+    )
 
 
 def test_files_that_state_json_recorded_are_settled() -> None:
@@ -73,6 +75,8 @@ def test_a_pending_restart_is_settled_only_once_asterisk_has_restarted() -> None
 def test_a_pending_restart_and_the_journal_survive_a_round_trip() -> None:
     pending = PendingRestart("transport transport-udp changed", "t", BOOT, RestartPolicy.IDLE.value)
     assert parse_live_state(recorded(pending).to_json()) == recorded(pending)
+    both = LiveState("r1", None, "t", {}, {"pbx_provider": "host x.invalid does not resolve"}, pending)
+    assert parse_live_state(both.to_json()) == both  # a degraded provider and a pending restart
     journal = new_journal("r2", "who", {"pjsip.conf": "ab"}, restart=True)
     assert parse_journal(journal.to_json()) == journal
     # A damaged journal still says that an apply was interrupted.
