@@ -755,6 +755,7 @@ class AsteriskClient:
         calls_match = re.search(r"^calls (\d+)", out.get("check", ""), re.M)
         swap = out.get("swap", "")
         renamed_line = next((ln for ln in swap.splitlines() if ln.startswith("renamed")), "renamed")
+        restart_line = (out.get("restart", "").strip().splitlines() or [""])[-1]
         reload = None
         if "offset" in out and out.get("offset") != "skipped":
             barrier = out.get("barrier", "")
@@ -763,7 +764,7 @@ class AsteriskClient:
                 reload_outputs=tuple(out.get(f"reload:{i}", "") for i in range(len(commands))),
                 log_lines=tuple(line for line in log_text.split("\n") if line and LOG_BARRIER not in line),
                 query_outputs=tuple(out.get(f"query:{i}", "") for i in range(len(queries))),
-                restarted=out.get("restart", "").startswith("restarted"),
+                restarted=restart_line.startswith("restarted"),
                 log_complete="flushed" in barrier,
             )
         elif queries:
@@ -779,7 +780,7 @@ class AsteriskClient:
             renamed=tuple(renamed_line.split()[1:]),
             calls=int(calls_match[1]) if calls_match else None,
             reload=reload,
-            restart=(out.get("restart", "").strip().splitlines() or [""])[-1] if restarting else "",
+            restart=restart_line if restarting else "",
             recorded="swapped" in out.get("record", "").splitlines(),
             warnings=warnings,
             outputs=out,

@@ -194,8 +194,11 @@ def lease_step(mode: LeaseMode, doing: str, flock_wait_s: float = FLOCK_WAIT_S) 
     )
     lost = "lease-lost" if mode == "fence" else "lease-busy"
     missing = ' || [ -z "$LH" ]' if mode == "fence" else ""
+    # `check` holds no lease: later steps (a restart's renewals) must not write one either.
+    no_lease = ["lease_write() { true; }"] if mode == "check" else []
     return "\n".join(
         [
+            *no_lease,
             'if ! ERR=$(mkdir -p "$G" 2>&1 && chmod 0750 "$G" 2>&1 && touch "$G/lock" 2>&1); then',
             '  echo "lock-error $(date +%s)"; echo "cannot create $G/lock: $ERR"; STOP=1',
             'elif ! command exec 9>>"$G/lock"; then',
@@ -211,7 +214,7 @@ def lease_step(mode: LeaseMode, doing: str, flock_wait_s: float = FLOCK_WAIT_S) 
             "  else",
             '    if [ "$LH" = "$ME" ]; then S=$(sed -n "s/^since=//p" "$G/lease"); SINCE=${S:-$SINCE}; fi',
             '    OLD=; [ -n "$LH" ] && [ "$LH" != "$ME" ] && OLD=$(cat "$G/lease" 2>/dev/null)',
-            f"    if {'true' if mode == 'check' else 'lease_write'} {shlex.quote(_clean(doing))}; then",
+            f"    if lease_write {shlex.quote(_clean(doing))}; then",
             '      echo "lease-ok $NOW"; [ -n "$OLD" ] && printf "%s\\n" "$OLD"',
             "    else",
             '      echo "lock-error $NOW"; echo "cannot write $G/lease: $LERR"; STOP=1',
