@@ -174,6 +174,7 @@ def test_changing_one_extension_reloads_only_res_pjsip(pbx: Pbx) -> None:
     assert result.changed_files == ("pjsip.conf",)
     assert result.reloads == ("module reload res_pjsip.so",)
     assert not result.restarted
+    assert result.execs == 3  # read; lock + swap + reload + verify; record + release
     assert reloads_in(pbx.log_since(offset)) == ["res_pjsip.so"]
     endpoint = pbx.container.cli("pjsip show endpoint 4003")
     assert re.search(r"^\s*allow\s*:\s*\(alaw\)", endpoint, re.MULTILINE)
@@ -260,6 +261,7 @@ def test_transport_port_change_restarts_asterisk_and_binds_the_new_port(pbx: Pbx
         assert result.restarted
         assert result.reloads == ("module reload res_pjsip.so", "core restart when convenient")
         assert result.restart_pending is None
+        assert result.execs == 4  # the restart is its own exec, after the reload was verified
         assert all(check.ok for check in result.checks), result.checks
         transports = pbx.container.cli("pjsip show transports")
         assert f"127.0.0.1:{new_port}" in transports
