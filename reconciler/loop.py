@@ -21,6 +21,7 @@ import random
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from reconciler.apply import (
 )
 from reconciler.asterisk import AsteriskClient, LiveMarkers
 from reconciler.errors import ReconcilerError, ValidationFailed
+from reconciler.health import Health, HealthPolicy, LoopProbe, ThreadProbe, assess
 from reconciler.history import History, LoopState, Record, Result
 from reconciler.journal import parse_journal
 from reconciler.markers import rev12
@@ -80,11 +82,15 @@ class TriggerQueue:
         self._pending: list[str] = []
         self._closed = False
         self.received = 0  # triggers put, for tests and status
+        # time.monotonic() when the oldest pending reason arrived (None: nothing pending), for /healthz
+        self.pending_since: float | None = None
 
     def put(self, reason: str) -> None:
         """Ask for a reconcile; a reason already pending is not added twice."""
         with self._cond:
             self.received += 1
+            if not self._pending:
+                self.pending_since = time.monotonic()
             if reason not in self._pending:
                 self._pending.append(reason)
             self._cond.notify_all()
@@ -96,6 +102,7 @@ class TriggerQueue:
             if not self._pending:
                 return None
             reasons, self._pending = self._pending, []
+            self.pending_since = None
             return reasons
 
     def pending(self) -> list[str]:
@@ -501,7 +508,15 @@ ReconcileFn = Callable[[str], Outcome]
 
 
 class WatchLoop:
-    """Runs the worker, the poll timer and the control-file check as daemon threads."""
+    """Runs the worker, the poll timer and the control-file check as daemon threads.
+
+    It also watches itself for `/healthz` (`probe()`, `health()`): when the running reconcile
+    started, when each thread last went round its loop, and the durations of the recent reconciles
+    (seeded from the history, so a restarted loop knows what "usual" is).
+    """
+
+    RECENT_DURATIONS = 20  # reconciles behind the "typical duration" of the health check
+    WORKER_TAKE_S = 1.0  # the idle worker wakes this often (and ticks)
 
     def __init__(
         self,
@@ -509,27 +524,44 @@ class WatchLoop:
         reconcile: ReconcileFn,
         options: WatchOptions,
         queue: TriggerQueue | None = None,
+        health_policy: HealthPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.reconcile_fn = reconcile
         self.options = options
         self.queue = queue or TriggerQueue()
+        self.health_policy = health_policy or HealthPolicy()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
         self._failures = 0  # consecutive temporary failures, for the backoff
         self._backoff: threading.Timer | None = None
         self.reconciles = 0
         self.last_outcome: Outcome | None = None
         self.busy = threading.Event()
+        # Self-observation (time.monotonic() values), written by the loop's threads, read by probe().
+        self._ticks: dict[str, float] = {}
+        self._running: tuple[float, str] | None = None  # (started, trigger) of the running reconcile
+        self._idle_since = time.monotonic()
+        self._durations: deque[float] = deque(self._recorded_durations(), maxlen=self.RECENT_DURATIONS)
+
+    def _recorded_durations(self) -> list[float]:
+        """Durations of the newest reconciles in the history, oldest first (none when unreadable)."""
+        try:
+            records = History(self.settings).records(limit=self.RECENT_DURATIONS)
+        except (OSError, ValueError):
+            return []
+        durations = [r.get("duration_s") for r in reversed(records)]
+        return [float(d) for d in durations if isinstance(d, int | float) and d >= 0]
 
     def start(self, startup: bool = True) -> None:
         """Start the threads; with `startup`, reconcile once right away."""
         if startup:
             self.queue.put("startup")
         for name, target in (("worker", self._work), ("poll", self._poll), ("control", self._control)):
+            self._tick(name)
             thread = threading.Thread(target=target, name=f"reconciler-{name}", daemon=True)
             thread.start()
-            self._threads.append(thread)
+            self._threads[name] = thread
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking triggers and wait for a running reconcile to finish."""
@@ -537,7 +569,7 @@ class WatchLoop:
         if self._backoff is not None:
             self._backoff.cancel()
         self.queue.close()
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(timeout=timeout)
 
     def trigger(self, reason: str) -> None:
@@ -546,20 +578,77 @@ class WatchLoop:
             self.queue.put(reason)
 
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return bool(self._threads) and all(t.is_alive() for t in self._threads.values())
+
+    # -- self-observation -----------------------------------------------------------------------
+
+    def _tick(self, name: str) -> None:
+        self._ticks[name] = time.monotonic()
+
+    def probe(self) -> LoopProbe:
+        """What the loop is doing right now, for the health check."""
+        now = time.monotonic()
+        running = self._running
+        periods = {
+            "worker": self.WORKER_TAKE_S,
+            "poll": self.options.interval_s * (1 + self.options.jitter),
+            "control": self.options.control_poll_s,
+        }
+        threads = []
+        for name, thread in self._threads.items():
+            tick = self._ticks.get(name)
+            # A busy worker does not go round its loop: the reconcile's duration judges it instead.
+            judged = tick is not None and not (name == "worker" and running is not None)
+            threads.append(
+                ThreadProbe(
+                    name=name,
+                    alive=thread.is_alive(),
+                    period_s=periods.get(name, 1.0),
+                    tick_age_s=now - tick if judged and tick is not None else None,
+                )
+            )
+        pending = tuple(self.queue.pending())
+        since = self.queue.pending_since
+        pending_idle = None
+        if pending and since is not None and running is None:
+            # Triggers that arrived during a reconcile wait legitimately until it ends.
+            pending_idle = now - max(since, self._idle_since)
+        return LoopProbe(
+            started=bool(self._threads),
+            threads=tuple(threads),
+            running_s=now - running[0] if running is not None else None,
+            running_trigger=running[1] if running is not None else None,
+            pending=pending,
+            pending_idle_s=pending_idle,
+            recent_durations_s=tuple(self._durations),
+        )
+
+    def health(self) -> Health:
+        """The verdict of `/healthz` on this loop."""
+        return assess(self.probe(), self.health_policy)
+
+    # -- threads ----------------------------------------------------------------------------------
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            reasons = self.queue.take(timeout=1.0)
+            self._tick("worker")
+            reasons = self.queue.take(timeout=self.WORKER_TAKE_S)
             if not reasons:
                 continue
+            trigger = ",".join(reasons)
+            started = time.monotonic()
+            self._running = (started, trigger)
             self.busy.set()
             try:
-                outcome = self.reconcile_fn(",".join(reasons))
+                outcome = self.reconcile_fn(trigger)
             except Exception:  # reconcile_fn is meant never to raise; be sure anyway
                 log.exception("reconcile raised")
                 outcome = Outcome(result="failed", reason="internal error", temporary=True)
             finally:
+                self._durations.append(time.monotonic() - started)
+                self._running = None
+                self._idle_since = time.monotonic()
+                self._tick("worker")  # back in its loop: judged by ticks again, from now
                 self.busy.clear()
             self.reconciles += 1
             self.last_outcome = outcome
@@ -583,6 +672,7 @@ class WatchLoop:
 
     def _poll(self) -> None:
         while True:
+            self._tick("poll")
             spread = self.options.interval_s * self.options.jitter
             wait = max(0.05, self.options.interval_s + random.uniform(-spread, spread))
             if self._stop.wait(wait):
@@ -591,6 +681,7 @@ class WatchLoop:
 
     def _control(self) -> None:
         while not self._stop.wait(self.options.control_poll_s):
+            self._tick("control")
             try:
                 reason = history.take_trigger(self.settings)
             except OSError as exc:

@@ -60,13 +60,24 @@ def watch(
     restart: str = restart_option(),
     restart_wait: float = restart_wait_option(),
     lock_wait: float = lock_wait_option(),
+    stuck_after: float = typer.Option(
+        300.0,
+        "--stuck-after",
+        min=1.0,
+        help="/healthz turns 503 when a reconcile runs longer than this (or 10x the usual, if more; "
+        "never less than --lock-wait + --restart-wait + 60).",
+    ),
+    http_max_connections: int = typer.Option(
+        32, "--http-max-connections", min=1, help="Connections the HTTP server serves at once."
+    ),
 ) -> None:
     """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
     from reconciler import secrets
     from reconciler.apply import ApplyOptions
     from reconciler.asterisk import AsteriskClient
+    from reconciler.health import HealthPolicy
     from reconciler.loop import Reconciler, WatchLoop, WatchOptions
-    from reconciler.server import ServerContext, make_server, serve_in_background
+    from reconciler.server import ServerContext, ServerLimits, make_server, serve_in_background
     from reconciler.sources import DirectorySource, GitSource, Source
 
     if (repo is None) == (directory is None):
@@ -102,7 +113,9 @@ def watch(
     options = WatchOptions(interval_s=interval, drift=drift)  # type: ignore[arg-type]
     apply_options = ApplyOptions(restart_policy(restart), restart_wait, lock_wait)
     reconciler = Reconciler(settings, source, client, options, apply_options)
-    loop = WatchLoop(settings, reconciler.reconcile, options)
+    # A reconcile may legitimately wait for the PBX's lock and then for calls to end before a restart.
+    policy = HealthPolicy(slow_floor_s=max(stuck_after, lock_wait + restart_wait + 60))
+    loop = WatchLoop(settings, reconciler.reconcile, options, health_policy=policy)
 
     server = None
     if http != "off":
@@ -135,10 +148,10 @@ def watch(
             client=AsteriskClient(
                 settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
             ),
-            healthy=loop.alive,
+            health=loop.health,
             loop_info=loop_info,
         )
-        server = make_server(http, context)
+        server = make_server(http, context, ServerLimits(max_connections=http_max_connections))
         host, port = server.server_address[:2]
         log.info("listening on http://%s:%s (webhook POST /hooks/git)", host, port)
 

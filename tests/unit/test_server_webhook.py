@@ -139,7 +139,7 @@ def test_without_a_configured_secret_every_webhook_is_refused(tmp_path: Path) ->
 def test_healthz_reports_ok_and_the_suspend_flag(server: Server) -> None:
     status, data = server.request("GET", "/healthz")
     assert status == 200
-    assert json.loads(data) == {"ok": True, "suspended": False}
+    assert json.loads(data) == {"ok": True, "reason": None, "reasons": [], "suspended": False}
 
 
 def test_unknown_routes_are_404(server: Server) -> None:
