@@ -11,6 +11,11 @@ Files:
   the running totals of recorded reconciles that `/metrics` exposes as counters).
 - `trigger`: present when a CLI verb asks the running loop to reconcile now (content: the reason).
 - `last-good/`: the desired files of the revision the loop applied last (drift is healed from it).
+
+Everything in the state directory is private to its owner: directories 0700, files 0600, written
+so from the start (never readable by others for a moment) and tightened when found looser (a state
+directory made by an older version, or by hand), with one log line saying so. `watch` also runs with
+umask 077, so what other modules put here (the git cache and its exported snapshots) is private too.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -27,9 +35,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings
 
+log = logging.getLogger("reconciler.history")
+
 MAX_RECORDS = 200
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_UMASK = 0o077  # what `watch` runs with: everything it creates is owner-only
 MAX_FAILED_REVISIONS = 50
 
 Result = Literal["applied", "unchanged", "failed", "invalid", "drift-fixed", "drift-detected", "skipped"]
@@ -154,12 +168,14 @@ class LoopState(BaseModel):
 
     @classmethod
     def load(cls, settings: Settings) -> LoopState:
-        """Read the loop state; a missing or unreadable file is the default state."""
+        """Read the loop state; a missing or unparsable file is the default state."""
         path = _state_path(settings)
         try:
             return cls.model_validate_json(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return cls()
+        except PermissionError as exc:
+            raise _not_ours(path) from exc
 
     def save(self, settings: Settings) -> None:
         """Write the loop state atomically. Callers that read-modify-write use `update_state`."""
@@ -189,12 +205,112 @@ def _trigger_path(settings: Settings) -> Path:
     return Path(settings.state_dir) / "trigger"
 
 
+def _not_ours(path: Path) -> ReconcilerError:
+    return ReconcilerError(
+        f"cannot read or write {path}: permission denied",
+        "the state directory is private to the user that runs `reconciler watch` (mode 700): "
+        "run this command as that user (or root), or pass your own --state-dir",
+    )
+
+
+def _tighten(path: Path, st: os.stat_result) -> bool:
+    """Take group and other permissions away from one entry; True when it had any."""
+    if not st.st_mode & 0o077:
+        return False
+    is_dir = stat.S_ISDIR(st.st_mode)
+    # Directories: exactly 0700. Files keep their owner bits (0644 -> 0600, git's 0444 -> 0400).
+    os.chmod(path, PRIVATE_DIR_MODE if is_dir else stat.S_IMODE(st.st_mode) & 0o700)
+    return True
+
+
+def private_dir(path: Path, *, say: bool = True) -> Path:
+    """Make `path` (and missing parents) a directory only its owner can enter: mode 0700.
+
+    A directory found with looser modes is tightened, with one warning (the next call finds it
+    private and says nothing); `say=False` leaves the saying to the caller.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        st = path.stat()
+    except PermissionError as exc:
+        raise _not_ours(path) from exc
+    before = stat.S_IMODE(st.st_mode)
+    try:
+        if _tighten(path, st):
+            if say:
+                log.warning("state directory %s was mode %04o: made it 0700 (owner only)", path, before)
+        elif before & 0o700 != 0o700:
+            os.chmod(path, PRIVATE_DIR_MODE)  # e.g. created under a strange umask: the owner needs rwx
+    except PermissionError as exc:
+        raise ReconcilerError(
+            f"cannot make the state directory {path} private (mode {before:04o}): permission denied",
+            f"run `chmod 700 {path}` as its owner, or pass another --state-dir",
+        ) from exc
+    return path
+
+
+def secure_state_dir(settings: Settings) -> int:
+    """Make the whole state directory owner-only (dirs 0700, files 0600) and say so in one log
+    line; return how many entries (the directory included) had to be tightened. Symlinks are left
+    alone, never followed."""
+    root = Path(settings.state_dir)
+    try:
+        before = stat.S_IMODE(root.stat().st_mode)
+    except FileNotFoundError:
+        before = PRIVATE_DIR_MODE
+    private_dir(root, say=False)
+    tightened, refused = _tighten_tree(root)
+    tightened += 1 if before & 0o077 else 0
+    if tightened:
+        log.warning(
+            "state directory %s (mode %04o) held %d entries readable by others: "
+            "made them owner-only (directories 0700, files 0600)",
+            root,
+            before,
+            tightened,
+        )
+    if refused:
+        log.warning(
+            "cannot make %d entries in the state directory %s owner-only, e.g. %s: "
+            "they belong to another user; chown them to the user that runs watch",
+            len(refused),
+            root,
+            refused[0],
+        )
+    return tightened
+
+
+def _tighten_tree(root: Path) -> tuple[int, list[Path]]:
+    """Tighten every entry below `root`; return how many were tightened and which could not be."""
+    tightened, refused = 0, []
+    for top, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = Path(top) / name
+            try:
+                st = path.lstat()
+                if not stat.S_ISLNK(st.st_mode) and _tighten(path, st):
+                    tightened += 1
+            except FileNotFoundError:
+                continue  # removed meanwhile (a snapshot being pruned)
+            except PermissionError:
+                refused.append(path)
+    return tightened, refused
+
+
 @contextlib.contextmanager
 def state_lock(settings: Settings) -> Iterator[None]:
     """Hold the state directory's exclusive lock (across processes) for a read-modify-write."""
-    state_dir = Path(settings.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / ".lock", "a+") as fh:
+    state_dir = private_dir(Path(settings.state_dir))
+    lock_path = state_dir / ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    except PermissionError as exc:
+        raise _not_ours(lock_path) from exc
+    with os.fdopen(fd, "r+b") as fh:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # a lock file made before the modes were kept
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -203,9 +319,11 @@ def state_lock(settings: Settings) -> Iterator[None]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `path` with `text`: a private temp file (0600 from its creation), renamed into place."""
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # mkstemp's own mode, said here so no umask can matter
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -215,6 +333,25 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def keep_last_good(settings: Settings, source: Path, revision: str, subject: str | None) -> Path:
+    """Keep a private copy of the desired files of `revision` in `last-good/`, replaced whole.
+
+    The copy is made in a temp directory beside it, made owner-only, then renamed into place, so
+    `last-good/` always holds one complete revision.
+    """
+    target = last_good_dir(settings)
+    private_dir(target.parent)
+    tmp = target.with_name(".last-good.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    _tighten_tree(tmp)  # copytree copied the snapshot's modes (0644 under an ordinary umask)
+    os.chmod(tmp, PRIVATE_DIR_MODE)
+    _atomic_write(tmp / ".revision", json.dumps({"revision": revision, "subject": subject}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
 
 
 def update_state(settings: Settings, change: Callable[[LoopState], None]) -> LoopState:
@@ -287,9 +424,12 @@ class History:
 
     def _read(self) -> list[Record]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            # "\n" only: a subject or reason may hold U+2028 or \x1e, which splitlines() would split.
+            lines = [line for line in self.path.read_text(encoding="utf-8").split("\n") if line]
         except FileNotFoundError:
             return []
+        except PermissionError as exc:
+            raise _not_ours(self.path) from exc
         records = []
         for line in lines:
             # A line that does not parse (a hand edit, a future format) is dropped, not fatal.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import threading
 import time
 from collections import deque
@@ -473,15 +472,7 @@ class Reconciler:
 
     def _keep_last_good(self, snap: Snapshot) -> None:
         """Keep a copy of the applied desired files: drift can be healed after the head moved on."""
-        target = self.last_good_dir
-        tmp = target.with_name(".last-good.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(snap.path, tmp)
-        (tmp / ".revision").write_text(
-            json.dumps({"revision": snap.revision, "subject": snap.subject}), encoding="utf-8"
-        )
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        history.keep_last_good(self.settings, snap.path, snap.revision, snap.subject)
 
     def _snapshot_of(self, revision: str) -> Snapshot | None:
         meta = self.last_good_dir / ".revision"

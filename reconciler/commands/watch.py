@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -94,7 +95,10 @@ def watch(
     if directory is not None:
         # `status` (and /api/status) compare this directory's revision with the live one.
         settings = replace(settings, desired_dir=directory)
-    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
+    # Everything this process creates (history, the git cache, snapshots, temp files) is owner-only;
+    # what an older version or a person left readable in the state directory is tightened, once.
+    os.umask(history.PRIVATE_UMASK)
+    history.secure_state_dir(settings)
 
     if directory is not None and not directory.is_dir():
         raise ReconcilerError(
