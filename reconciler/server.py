@@ -234,7 +234,8 @@ class Handler(BaseHTTPRequestHandler):
             method()
             self.wfile.flush()
         except TimeoutError as exc:
-            log.info("closed the connection from %s: %s", self.client_address[0], exc)
+            self.server.timed_out += 1
+            self.server.say_pressure(f"timed out: {exc} (last from {self.client_address[0]})")
 
     def _read_body(self) -> bool:
         """Read a `Content-Length` body (within the deadline); else answer 400 or 413 and say False."""
@@ -410,7 +411,8 @@ class WatchHTTPServer(ThreadingHTTPServer):
         self.peak_connections = 0
         self.refused = 0
         self.evicted = 0
-        self._last_refusal_log = 0.0
+        self.timed_out = 0
+        self._last_pressure_log: float | None = None
         super().__init__(address, handler)
 
     @property
@@ -471,28 +473,39 @@ class WatchHTTPServer(ThreadingHTTPServer):
             accepted, victim = min(slow, key=lambda pair: pair[0])
             self._connections[victim].cut = True
         self.evicted += 1
-        log.info("cut off a connection still sending its request after %.1f s, to make room", now - accepted)
+        self.say_pressure(f"cut off a connection still sending its request after {now - accepted:.1f} s")
         _shut(victim)  # its blocked read returns at once; the thread ends and frees the slot
         return self._slots.acquire(timeout=self.limits.evict_wait_s)
 
     def _refuse(self, request: socket.socket, client_address: Any) -> None:
         """Answer 503 without a thread and without waiting for the client, then close."""
         self.refused += 1
-        now = time.monotonic()
-        if now - self._last_refusal_log >= 60:
-            self._last_refusal_log = now
-            log.warning(
-                "refusing connections: %d served at once (the cap), %d refused so far; last from %s",
-                self.limits.max_connections,
-                self.refused,
-                client_address[0] if client_address else "?",
-            )
+        self.say_pressure(f"refused a connection from {client_address[0] if client_address else '?'} (503)")
         try:
             request.setblocking(False)
             request.send(BUSY_RESPONSE)
         except OSError:
             pass
         self.shutdown_request(request)
+
+    def say_pressure(self, latest: str) -> None:
+        """Log slow or excess clients at most once a minute, with the running counts (a flood of
+        them must not flood the log too); every event is logged at debug level."""
+        log.debug("http: %s", latest)
+        now = time.monotonic()
+        with self._lock:
+            if self._last_pressure_log is not None and now - self._last_pressure_log < 60:
+                return
+            self._last_pressure_log = now
+        log.warning(
+            "http: slow or excess clients: %d timed out, %d cut off to make room, %d refused (cap %d "
+            "connections); latest: %s",
+            self.timed_out,
+            self.evicted,
+            self.refused,
+            self.limits.max_connections,
+            latest,
+        )
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that resets or times out is routine; anything else is a bug worth a traceback."""

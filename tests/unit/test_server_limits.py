@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import select
 import socket
 import threading
@@ -314,3 +315,16 @@ def test_garbage_instead_of_a_request_gets_a_json_error_and_the_server_keeps_ser
     # Two words are an HTTP/0.9 request: the answer has no status line, but is JSON all the same.
     assert "error" in json.loads(answer_to(b'\x00\x01\\x" GET\r\n\r\n'))
     assert served.request("GET", "/healthz")[0] == 200
+
+
+def test_a_flood_of_slow_clients_is_logged_in_one_line_not_one_per_client(
+    serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = serve(max_connections=2, request_deadline_s=3600, socket_timeout_s=3600, evict_after_s=3600)
+    with caplog.at_level(logging.WARNING, logger="reconciler.server"):
+        for _ in range(12):
+            served.slow_client()
+        assert wait_until(lambda: served.httpd.refused == 10)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "slow or excess clients" in warnings[0] and "cap 2 connections" in warnings[0]
