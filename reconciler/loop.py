@@ -39,6 +39,7 @@ from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.health import Health, HealthPolicy, LoopProbe, ThreadProbe, assess
 from reconciler.history import History, LoopState, Record, Result
 from reconciler.journal import parse_journal
+from reconciler.load import display_name
 from reconciler.markers import rev12
 from reconciler.settings import Settings
 from reconciler.sources import Snapshot, Source
@@ -408,8 +409,11 @@ class Reconciler:
     def _reason(self, attempt: _Attempt, exc: ReconcilerError) -> str:
         text = "; ".join(str(p) for p in exc.problems) if isinstance(exc, ValidationFailed) else exc.message
         if attempt.snapshot is not None:
-            # Problems name the exported snapshot; a person knows the file as desired/<name>.
-            for prefix in (str(attempt.snapshot.path.resolve()), str(attempt.snapshot.path)):
+            # Problems name the exported snapshot, as `load.display_name` shows it (relative to the
+            # working directory when below it: `state/dir/...` in the image, whose cwd is `/`); a
+            # person knows the file as desired/<name>. Longest first, so no form is left half-replaced.
+            path = attempt.snapshot.path
+            for prefix in sorted({str(path.resolve()), str(path), display_name(path)}, key=len, reverse=True):
                 text = text.replace(prefix, attempt.snapshot.display_path)
         # Masked here, before the reason is saved in the loop state or the history.
         return plan.mask(text, attempt.secrets)
