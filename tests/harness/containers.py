@@ -255,7 +255,7 @@ class AsteriskContainer:
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
             with contextlib.suppress(docker.errors.NotFound):
-                keeper.remove(force=True)
+                keeper.remove(force=True, v=True)  # the image declares VOLUMEs: no orphans
         volume, self.managed_volume = self.managed_volume, None
         if volume is not None:
             client = docker.from_env()
