@@ -241,7 +241,7 @@ def test_the_reconciler_image_runs_the_installed_wheel_with_its_packaged_templat
         ).decode()
     finally:
         with contextlib.suppress(docker.errors.NotFound):
-            docker_client.containers.get(name).remove(force=True)
+            docker_client.containers.get(name).remove(force=True, v=True)  # its /state VOLUME too
     package, templates, variable, app = output.split()
     assert "/site-packages/reconciler/" in package
     assert templates.endswith("/site-packages/reconciler/templates")
