@@ -327,6 +327,14 @@ class AsteriskContainer:
         """The last `lines` lines of Asterisk's messages.log in the container."""
         return self.exec(f"tail -n {int(lines)} {MESSAGES_LOG}")[1]
 
+    def log_size(self) -> int:
+        """Bytes in Asterisk's messages.log now: where the next line will start."""
+        return int(self.exec(f"stat -c %s {MESSAGES_LOG}")[1].strip() or 0)
+
+    def log_since(self, offset: int) -> str:
+        """What Asterisk logged after byte `offset` of messages.log."""
+        return self.exec(f"tail -c +{int(offset) + 1} {MESSAGES_LOG}")[1]
+
     def read_file(self, path: str) -> str:
         """Text of a file in the container ('' when it does not exist)."""
         code, out = self.exec(["cat", path])
@@ -546,6 +554,21 @@ def desired_dir(
 # --- a PBX with its fake provider, for integration and gitops tests -------------------------------
 
 
+def isolated_settings(container: str, workdir: Path, secrets: Mapping[str, str]) -> Settings:
+    """Settings that point the reconciler at `container`, with `secrets` in `environ` only: no env
+    file, no secrets dir and no state of the machine's own (all of it under `workdir`)."""
+    from reconciler.settings import REPO_ROOT, Settings
+
+    return Settings(
+        templates_dir=REPO_ROOT / "templates",
+        container=container,
+        state_dir=workdir / "state",
+        env_file=workdir / "no.env",
+        secrets_dir=workdir / "no-secrets",
+        environ=dict(secrets),
+    )
+
+
 @dataclass
 class PbxStack:
     """A started PBX (empty managed dir) and fake provider, with secrets and a desired dir for them.
@@ -561,16 +584,8 @@ class PbxStack:
 
     def settings(self, desired_dir: Path | None = None, templates_dir: Path | None = None) -> Settings:
         """Settings that point the reconciler at this PBX, with the secrets in `environ` only."""
-        from reconciler.settings import Settings
-
-        base = Settings(
-            container=self.pbx.name,
-            desired_dir=desired_dir or self.desired_dir,
-            state_dir=self.workdir / "state",
-            env_file=self.workdir / "no.env",
-            secrets_dir=self.workdir / "no-secrets",
-            environ=dict(self.secrets),
-        )
+        base = isolated_settings(self.pbx.name, self.workdir, self.secrets)
+        base = replace(base, desired_dir=desired_dir or self.desired_dir)
         return replace(base, templates_dir=templates_dir) if templates_dir else base
 
     def client(self) -> AsteriskClient:

@@ -25,7 +25,6 @@ import pytest
 from reconciler.apply import ApplyResult, apply_desired, read_live_state, rev12
 from reconciler.asterisk import AsteriskClient
 from reconciler.errors import EXIT_UNAVAILABLE, ManagedWriteFailed
-from reconciler.settings import REPO_ROOT, Settings
 from tests.harness.containers import (
     MANAGED_DIR,
     MESSAGES_LOG,
@@ -34,6 +33,7 @@ from tests.harness.containers import (
     desired_yaml,
     docker_available,
     image_available,
+    isolated_settings,
     make_secrets,
 )
 
@@ -56,13 +56,7 @@ class Pbx:
         self.provider = provider
         self.root = root
         self.secrets = secrets
-        self.settings = Settings(
-            templates_dir=REPO_ROOT / "templates",
-            container=pbx.name,
-            env_file=root / "no.env",
-            secrets_dir=root / "no-secrets",
-            environ=dict(secrets),
-        )
+        self.settings = isolated_settings(pbx.name, root, secrets)
 
     def client(self) -> AsteriskClient:
         return AsteriskClient(self.container.name)
@@ -91,10 +85,10 @@ class Pbx:
         return {name: digest for digest, name in (line.split() for line in out.splitlines())}
 
     def log_size(self) -> int:
-        return int(self.sh(f"stat -c %s {MESSAGES_LOG}").strip())
+        return self.container.log_size()
 
     def log_since(self, offset: int) -> str:
-        return self.sh(f"tail -c +{offset + 1} {MESSAGES_LOG}")
+        return self.container.log_since(offset)
 
     def endpoints(self) -> set[str]:
         out = self.container.cli("pjsip list endpoints")

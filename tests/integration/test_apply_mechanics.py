@@ -21,12 +21,12 @@ from reconciler.settings import REPO_ROOT, Settings
 from tests.harness import ports
 from tests.harness.containers import (
     MANAGED_DIR,
-    MESSAGES_LOG,
     PbxContainer,
     ProviderContainer,
     desired_yaml,
     docker_available,
     image_available,
+    isolated_settings,
     make_secrets,
 )
 
@@ -47,13 +47,7 @@ class Pbx:
         self.provider = provider
         self.desired = root / "desired"
         self.desired.mkdir(parents=True, exist_ok=True)
-        self.settings = Settings(
-            templates_dir=REPO_ROOT / "templates",
-            container=pbx.name,
-            env_file=root / "no.env",
-            secrets_dir=root / "no-secrets",
-            environ=dict(secrets),
-        )
+        self.settings = isolated_settings(pbx.name, root, secrets)
         self.client = AsteriskClient(pbx.name)
 
     def write(self, *, port: int | None = None, edit: dict[str, tuple[str, str]] | None = None) -> None:
@@ -75,10 +69,10 @@ class Pbx:
         return self.apply()
 
     def log_size(self) -> int:
-        return int(self.container.exec(f"stat -c %s {MESSAGES_LOG}")[1].strip())
+        return self.container.log_size()
 
     def log_since(self, offset: int) -> str:
-        return self.container.exec(f"tail -c +{offset + 1} {MESSAGES_LOG}")[1]
+        return self.container.log_since(offset)
 
     def managed(self, name: str) -> str:
         return self.container.read_file(f"{MANAGED_DIR}/{name}")
