@@ -21,7 +21,7 @@ import secrets
 import shlex
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,7 @@ from testcontainers.core.container import DockerContainer
 
 from reconciler import carrier
 from tests.harness import ports
+from tests.harness.waiting import poll
 
 if TYPE_CHECKING:
     from reconciler.apply import ApplyResult
@@ -131,16 +132,6 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def poll(check: Callable[[], T], timeout_s: float, interval_s: float = 0.25) -> T:
-    """Call `check()` until it returns a truthy value or `timeout_s` passes; return the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval_s)
 
 
 class AsteriskContainer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -9,15 +10,9 @@ from pathlib import Path
 from reconciler import history
 from reconciler.loop import Outcome, TriggerQueue, WatchLoop, WatchOptions
 from reconciler.settings import Settings
+from tests.harness import waiting
 
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+wait_until = functools.partial(waiting.wait_until, timeout=10.0)
 
 
 class SlowReconcile:

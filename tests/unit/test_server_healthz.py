@@ -19,17 +19,7 @@ from reconciler.history import History, Record
 from reconciler.loop import Outcome, WatchLoop, WatchOptions
 from reconciler.server import ServerContext, make_server, serve_in_background
 from reconciler.settings import Settings
-
-GENEROUS_S = 20.0
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = GENEROUS_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+from tests.harness.waiting import GENEROUS_S, wait_until
 
 
 class Blocking:

@@ -27,19 +27,10 @@ from reconciler.server import (
     serve_in_background,
 )
 from reconciler.settings import Settings
+from tests.harness.waiting import GENEROUS_S, wait_until
 
 SECRET = "s3cret-webhook-value"
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"  # no blank line: the request never ends
-GENEROUS_S = 20.0  # how long a test waits for something that should happen within a second
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = GENEROUS_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 class Served:
