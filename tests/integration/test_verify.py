@@ -122,13 +122,17 @@ def test_verify_removes_its_container_when_it_is_finished_or_terminated(
     docker_image: str, tmp_path: Path, desired: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "verify", str(desired), "--placeholder-secrets"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+
+    def start_verify() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "verify", str(desired), "--placeholder-secrets"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    proc = start_verify()
     try:
         assert poll(lambda: verify_containers(proc.pid), 60.0, 0.05), "verify never started its container"
         proc.send_signal(signal.SIGTERM)
@@ -140,12 +144,6 @@ def test_verify_removes_its_container_when_it_is_finished_or_terminated(
     assert proc.returncode != 0, "verify should have been interrupted while Asterisk booted"
     assert verify_containers(proc.pid) == []
 
-    finished = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "verify", str(desired), "--placeholder-secrets"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    finished = start_verify()
     assert finished.wait(timeout=120) == 0
     assert verify_containers(finished.pid) == []

@@ -119,21 +119,24 @@ def handler_threads() -> int:
 # -- timeouts -------------------------------------------------------------------------------------
 
 
+def trickle_until_cut_off(sock: socket.socket, chunks: list[bytes], interval_s: float) -> bool:
+    """Send `chunks` one by one, `interval_s` apart; True as soon as the server hung up on us."""
+    for chunk in chunks:
+        try:
+            sock.send(chunk)
+        except OSError:
+            return True
+        if has_hung_up(sock):
+            return True
+        time.sleep(interval_s)
+    return False
+
+
 def test_a_client_that_trickles_its_request_a_byte_at_a_time_is_cut_off_at_the_deadline(serve) -> None:
     # Each byte comes well within the socket timeout: only the overall deadline can stop it.
     served = serve(socket_timeout_s=5.0, request_deadline_s=0.5)
     sock = served.slow_client(b"GET /healthz?")
-    cut_off = False
-    for _ in range(int(GENEROUS_S / 0.05)):
-        try:
-            sock.send(b"a")
-        except OSError:
-            cut_off = True
-            break
-        if has_hung_up(sock):
-            cut_off = True
-            break
-        time.sleep(0.05)
+    cut_off = trickle_until_cut_off(sock, [b"a"] * int(GENEROUS_S / 0.05), 0.05)
     assert cut_off, "the server kept reading a request that never ends"
     assert wait_until(lambda: served.httpd.open_connections == 0)
 
@@ -153,18 +156,8 @@ def test_a_webhook_body_that_trickles_in_is_cut_off_and_triggers_nothing(serve) 
         f"X-Hub-Signature-256: {github_signature(SECRET, body)}\r\n\r\n"
     ).encode()
     sock = served.slow_client(head)
-    cut_off = False
-    for byte in body[:-1]:  # never the last byte within the deadline
-        try:
-            sock.send(bytes([byte]))
-        except OSError:
-            cut_off = True
-            break
-        if has_hung_up(sock):
-            cut_off = True
-            break
-        time.sleep(GENEROUS_S / len(body))
-    assert cut_off
+    # never the last byte within the deadline
+    assert trickle_until_cut_off(sock, [bytes([byte]) for byte in body[:-1]], GENEROUS_S / len(body))
     assert served.triggers == []
 
 
