@@ -468,14 +468,6 @@ class AsteriskClient:
             box=box,
         )
 
-    def read_managed_with_markers(
-        self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = ()
-    ) -> tuple[dict[str, str], LiveMarkers]:
-        """The managed files and which revision markers Asterisk has live (and, for `resolve`,
-        whether those host names resolve in the container), in ONE exec."""
-        live = self.read_live(boot_timeout_s, resolve)
-        return live.files, live.markers
-
     def read_managed(self) -> dict[str, str]:
         """The managed `*.conf` files and `state.json` as {name: text} (one exec)."""
         files, _ = self.read_managed_and_run()

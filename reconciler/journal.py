@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.lease import TXN_DIR
+from reconciler.lease import TXN_DIR, release_step
 
 JOURNAL_FILE = "journal.json"
 LAST_GOOD = "last-good"
@@ -118,19 +118,6 @@ def settle_step(names: list[str], *, keep_last_good: bool) -> str:
     return (
         (refresh if not keep_last_good else "")
         + f'rm -f "$G/{JOURNAL_FILE}"; '
-        + '[ "$(sed -n "s/^holder=//p" "$G/lease" 2>/dev/null)" = "$ME" ] && rm -f "$G/lease"; '
-        + "echo settled"
+        + release_step()
+        + "; echo settled"
     )
-
-
-def link_back_step(names: Mapping[str, str], tmp: str) -> str:
-    """Shell: hard-link each of `names` (name → expected sha256) from the last verified copy into
-    `tmp`, checking its hash first; prints `linked NAME` or `mismatch NAME` per file."""
-    parts = []
-    for name, sha in sorted(names.items()):
-        n = shlex.quote(name)
-        parts.append(
-            f'if [ "$(sha256sum < "$G/{LAST_GOOD}/"{n} 2>/dev/null | cut -c1-64)" = {shlex.quote(sha)} ] '
-            f'&& ln -f "$G/{LAST_GOOD}/"{n} {tmp}/{n}; then echo "linked "{n}; else echo "mismatch "{n}; fi'
-        )
-    return "; ".join(parts) if parts else "true"

@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from typing import Literal
 
 TXN_DIR = ".gitops"  # in the managed dir: lock, lease, journal, last-good copy, temp files
-LOCK_FILE = "lock"
 LEASE_FILE = "lease"
 # A holder renews its lease in every exec and every few seconds while it waits for a restart;
 # the longest gap is one exec (a 10,000-endpoint reload or restart took 7-9 s here), so 30 s leaves
@@ -223,11 +222,6 @@ def lease_step(mode: LeaseMode, doing: str, flock_wait_s: float = FLOCK_WAIT_S) 
             "fi",
         ]
     )
-
-
-def renew_step(doing: str) -> str:
-    """Shell fragment: renew our lease (flock is held by this exec) and say what we do now."""
-    return f"lease_write {shlex.quote(_clean(doing))} || true"
 
 
 def release_step() -> str:
