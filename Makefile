@@ -4,7 +4,7 @@
 #   make cli                Asterisk console
 #   make carrier-log        what the sandbox carrier received (one line per answered call)
 #   make test               lint + unit + integration tests (real Asterisk, real SIPp)
-#   make lint               ruff check + ruff format --check
+#   make lint               ruff check + ruff format --check + mypy + import-linter (the layers)
 #   make image              build the images (cached by content hash)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -16,7 +16,7 @@ PBX_CONTAINER ?= gitops-pbx
 RECONCILER_NAME ?= gitops-reconciler
 CARRIER_CONTAINER ?= gitops-carrier
 CARRIER_PORT ?= 5070
-# Written by the carrier's dialplan (reconciler/carrier.py CALLS_LOG; a unit test keeps them equal).
+# Written by the carrier's dialplan (reconciler/asterisk/carrier.py CALLS_LOG; a unit test keeps them equal).
 CARRIER_CALLS_LOG := /var/log/asterisk/carrier_calls.log
 SHOW_PASSWORDS ?= 1
 VENV := .venv
@@ -64,9 +64,10 @@ test-tools:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
-test: image venv test-tools
-	$(VENV)/bin/ruff check .
+test: image venv test-tools lint
 	mkdir -p test-artifacts
 	TESTCONTAINERS_RYUK_DISABLED=true $(VENV)/bin/pytest --junitxml=test-artifacts/junit.xml
 	$(PY) scripts/check-junit.py test-artifacts/junit.xml

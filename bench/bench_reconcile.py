@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reconciler.apply import apply_desired  # noqa: E402
-from reconciler.plan import make_plan  # noqa: E402
-from reconciler.render import render_desired  # noqa: E402
+from reconciler.desired.render import render_desired  # noqa: E402
+from reconciler.gitops.apply import apply_desired  # noqa: E402
+from reconciler.gitops.plan import make_plan  # noqa: E402
 from tests.harness.containers import (  # noqa: E402
     PbxStack,
     desired_yaml,

@@ -7,7 +7,7 @@ Usage: scripts/gen-secrets.py DESIRED_DIR ENV_FILE [EXTRA_NAME...]
 EXTRA_NAMEs are generated too (e.g. RECONCILER_WEBHOOK_SECRET, which no desired file references).
 
 Stdlib only: `make up` runs it before any virtualenv exists. The kind of value comes from the name,
-matching what reconciler.secrets accepts: `*_PIN` -> 8 digits (not a run, not the extension
+matching what reconciler.desired.secrets accepts: `*_PIN` -> 8 digits (not a run, not the extension
 number), `*_USER`/`*_USERNAME` -> a random user name, anything else -> a 24-character password.
 """
 

@@ -1,7 +1,7 @@
 """Print KEY=VALUE lines of throwaway secret values for every `${NAME}` the given desired dirs use.
 
 Kept for workflows copied from an older release, which call `python .github/ci-secrets.py DIRS`.
-The logic now lives in the package (`reconciler.prcheck.throwaway_secrets`) and
+The logic now lives in the package (`reconciler.gitops.prcheck.throwaway_secrets`) and
 `reconciler pr-check` uses it by itself: a new workflow needs no copy of this file.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from reconciler.desired.load import load_desired
 from reconciler.errors import ValidationFailed
-from reconciler.load import load_desired
-from reconciler.prcheck import throwaway_secrets
+from reconciler.gitops.prcheck import throwaway_secrets
 
 
 def main(dirs: list[str]) -> int:

@@ -8,12 +8,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler.apply import ApplyOptions, ApplyResult, apply_desired
-from reconciler.asterisk import AsteriskClient
+from reconciler.asterisk.client import AsteriskClient
+from reconciler.asterisk.lease import DEFAULT_LOCK_WAIT_S
+from reconciler.asterisk.restart import DEFAULT_RESTART_WAIT_S, RestartPolicy
 from reconciler.errors import ReconcilerError
-from reconciler.lease import DEFAULT_LOCK_WAIT_S
+from reconciler.gitops.apply import ApplyOptions, ApplyResult, apply_desired
 from reconciler.markers import rev12
-from reconciler.restart import DEFAULT_RESTART_WAIT_S, RestartPolicy
 from reconciler.settings import Settings
 
 RESTART_HELP = (

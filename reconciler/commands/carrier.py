@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import carrier
-from reconciler.asterisk import AsteriskClient
+from reconciler.asterisk import carrier
+from reconciler.asterisk.client import AsteriskClient
 from reconciler.settings import Settings
 
 carrier_app = typer.Typer(

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 
-from reconciler import plan as planning
+from reconciler.desired.load import load_desired
+from reconciler.desired.model import DesiredState
+from reconciler.desired.render import RENDERED_FILES, render_desired, write_rendered
+from reconciler.desired.secrets import resolve_secrets
 from reconciler.errors import EXIT_CHANGES, ReconcilerError
-from reconciler.load import load_desired
-from reconciler.model import DesiredState
-from reconciler.render import RENDERED_FILES, render_desired, write_rendered
+from reconciler.gitops import plan as planning
 from reconciler.safeio import FileRefused, decode_utf8, read_regular
-from reconciler.secrets import resolve_secrets
 from reconciler.settings import Settings
 
 DIR_ARG = typer.Argument(None, help="Directory with the desired *.yaml files (default: desired).")

@@ -166,8 +166,8 @@ def status(
 ) -> None:
     """What is live: revision, provider registrations, extensions online. Exit 1 on a problem, 3 when
     Asterisk cannot be reached."""
-    from reconciler.asterisk import AsteriskClient
-    from reconciler.status import collect_status
+    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.observe.status import collect_status
 
     settings = _settings(container, directory, state_dir=state_dir)
     client = AsteriskClient(
@@ -187,10 +187,10 @@ def status(
 
 
 def _provider_target(name: str, settings: Settings, ca_file: Path | None) -> Any:
-    from reconciler import secrets
-    from reconciler.load import load_desired
-    from reconciler.model import SecretRef
-    from reconciler.sipcheck import SipTarget
+    from reconciler.desired import secrets
+    from reconciler.desired.load import load_desired
+    from reconciler.desired.model import SecretRef
+    from reconciler.observe.sipcheck import SipTarget
 
     state = load_desired(Path(settings.desired_dir)).state
     provider = next((p for p in state.providers if p.name == name), None)
@@ -245,8 +245,8 @@ def check_provider(
     """Test the connection to a provider step by step: DNS, connect (TLS certificate), OPTIONS,
     REGISTER with the configured credentials (then unregister), then make the PBX register again
     (the test may have replaced its binding). Exit 0 when all pass, 1 otherwise."""
-    from reconciler.asterisk import AsteriskClient
-    from reconciler.sipcheck import (
+    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.observe.sipcheck import (
         Step,
         Verdict,
         all_passed,
@@ -307,9 +307,9 @@ def softphones(
     extension: list[str] = typer.Option([], "--extension", "-e", help="Only these extensions (repeatable)."),
 ) -> None:
     """What to type into a softphone for each extension, and a QR code of the account."""
-    from reconciler import secrets
-    from reconciler.load import load_desired
-    from reconciler.softphones import accounts, qr_ascii, server_address, write_qr_svg
+    from reconciler.desired import secrets
+    from reconciler.desired.load import load_desired
+    from reconciler.observe.softphones import accounts, qr_ascii, server_address, write_qr_svg
 
     settings = _settings(desired_dir=directory, env_file=env_file)
     state = load_desired(Path(settings.desired_dir)).state
@@ -366,7 +366,7 @@ def softphones(
 
 
 def _password_refs(state: Any) -> list[str]:
-    from reconciler.model import SecretRef
+    from reconciler.desired.model import SecretRef
 
     return [SecretRef(e.password).name for e in state.extensions]
 
@@ -380,7 +380,7 @@ def doctor(
     state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory of the watch loop."),
 ) -> None:
     """Troubleshoot the PBX from the engine up; each failing check says how to fix it. Exit 1 on a failure."""
-    from reconciler.doctor import Verdict, run_doctor
+    from reconciler.observe.doctor import Verdict, run_doctor
 
     settings = _settings(container, directory, state_dir=state_dir)
     console = Console(highlight=False)

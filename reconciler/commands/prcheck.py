@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from reconciler import github
 from reconciler.commands.desired import DIR_ARG, REVISION_OPT, TEMPLATES_OPT
 from reconciler.errors import ReconcilerError
-from reconciler.prcheck import VERIFY_MODES, PrCheckOptions, format_report, run_pr_check
+from reconciler.gitops import github
+from reconciler.gitops.prcheck import VERIFY_MODES, PrCheckOptions, format_report, run_pr_check
 from reconciler.settings import Settings
 
 

@@ -15,9 +15,9 @@ from rich.markup import escape
 
 from reconciler.commands.desired import DIR_ARG, ENV_FILE_OPT, REVISION_OPT, TEMPLATES_OPT
 from reconciler.errors import ReconcilerError
+from reconciler.gitops.verify import DEFAULT_IMAGE, Finding, VerifyFailed, VerifyResult, verify_desired
 from reconciler.markers import rev12
 from reconciler.settings import Settings
-from reconciler.verify import DEFAULT_IMAGE, Finding, VerifyFailed, VerifyResult, verify_desired
 
 FORMATS = ("text", "json", "github")
 

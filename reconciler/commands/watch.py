@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from reconciler import history
 from reconciler.commands.apply import lock_wait_option, restart_option, restart_policy, restart_wait_option
 from reconciler.errors import ReconcilerError
+from reconciler.gitops import history
 from reconciler.settings import Settings
 
 DEFAULT_SECRET_ENV = "RECONCILER_WEBHOOK_SECRET"
@@ -73,13 +73,13 @@ def watch(
     ),
 ) -> None:
     """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
-    from reconciler import secrets
-    from reconciler.apply import ApplyOptions
-    from reconciler.asterisk import AsteriskClient
-    from reconciler.health import HealthPolicy
-    from reconciler.loop import Reconciler, WatchLoop, WatchOptions
-    from reconciler.server import ServerContext, ServerLimits, make_server, serve_in_background
-    from reconciler.sources import DirectorySource, GitSource, Source
+    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.desired import secrets
+    from reconciler.gitops.apply import ApplyOptions
+    from reconciler.gitops.health import HealthPolicy
+    from reconciler.gitops.loop import Reconciler, WatchLoop, WatchOptions
+    from reconciler.gitops.sources import DirectorySource, GitSource, Source
+    from reconciler.observe.server import ServerContext, ServerLimits, make_server, serve_in_background
 
     if (repo is None) == (directory is None):
         raise ReconcilerError(

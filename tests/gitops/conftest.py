@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.server import github_signature
+from reconciler.observe.server import github_signature
 from tests.harness import containers, ports
 from tests.harness.containers import PbxContainer, ProviderContainer
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.history import History
+from reconciler.gitops.history import History
 from reconciler.settings import Settings
 from tests.gitops.conftest import Stack
 from tests.harness.containers import MANAGED_DIR

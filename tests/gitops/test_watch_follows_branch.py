@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from reconciler.history import History
+from reconciler.gitops.history import History
 from reconciler.settings import Settings
 from tests.gitops.conftest import INTERVAL_S, Stack, git
 from tests.harness import sipp

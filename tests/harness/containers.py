@@ -1,6 +1,6 @@
 """Asterisk containers for tests: the PBX under test and a second Asterisk acting as the provider.
 
-The provider is the product's own sandbox carrier (`reconciler.carrier`: the config `make up`
+The provider is the product's own sandbox carrier (`reconciler.asterisk.carrier`: the config `make up`
 gives `gitops-carrier`), on a reserved port, so the tests exercise the carrier users get.
 
 Both run the project's image with host networking (SIP on 127.0.0.1, a port reserved by
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import docker
 from testcontainers.core.container import DockerContainer
 
-from reconciler import carrier
+from reconciler.asterisk import carrier
 from tests.harness import ports
 from tests.harness.waiting import poll
 
 if TYPE_CHECKING:
-    from reconciler.apply import ApplyResult
-    from reconciler.asterisk import AsteriskClient
+    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.gitops.apply import ApplyResult
     from reconciler.settings import Settings
 
 IMAGE = os.environ.get("ASTERISK_TEST_IMAGE", "asterisk-gitops/asterisk:latest")
@@ -581,13 +581,13 @@ class PbxStack:
 
     def client(self) -> AsteriskClient:
         """An AsteriskClient for the PBX container."""
-        from reconciler.asterisk import AsteriskClient
+        from reconciler.asterisk.client import AsteriskClient
 
         return AsteriskClient(self.pbx.name)
 
     def apply(self, desired_dir: Path | None = None, templates_dir: Path | None = None) -> ApplyResult:
-        """Run `reconciler.apply.apply_desired` for `desired_dir` (default: the stack's own)."""
-        from reconciler.apply import apply_desired
+        """Run `reconciler.gitops.apply.apply_desired` for `desired_dir` (default: the stack's own)."""
+        from reconciler.gitops.apply import apply_desired
 
         settings = self.settings(desired_dir, templates_dir)
         return apply_desired(settings, self.client(), settings.desired_dir)

@@ -1,7 +1,7 @@
 """Fixtures for the SIP integration tests: the shared PBX + provider with the desired state applied.
 
 Each test module gets its own PBX and provider (module scope), applied once through the real
-pipeline (`reconciler.apply.apply_desired`); tests in a module share them and must leave them as
+pipeline (`reconciler.gitops.apply.apply_desired`); tests in a module share them and must leave them as
 they found them (phones unregister, the provider's received list is cleared per test).
 """
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.apply import ApplyResult, apply_desired, read_live_state, rev12
-from reconciler.asterisk import AsteriskClient
+from reconciler.asterisk.client import AsteriskClient
 from reconciler.errors import EXIT_UNAVAILABLE, ManagedWriteFailed
+from reconciler.gitops.apply import ApplyResult, apply_desired, read_live_state, rev12
 from tests.harness.containers import (
     MANAGED_DIR,
     MESSAGES_LOG,

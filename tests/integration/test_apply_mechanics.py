@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.apply import ApplyResult, ApplyRolledBack, apply_desired, read_live_state, rev12
-from reconciler.asterisk import AsteriskClient
+from reconciler.asterisk.client import AsteriskClient
+from reconciler.gitops.apply import ApplyResult, ApplyRolledBack, apply_desired, read_live_state, rev12
 from reconciler.settings import REPO_ROOT, Settings
 from tests.harness import ports
 from tests.harness.containers import (

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.apply import ApplyOptions, ApplyResult, apply_desired, read_live_state
+from reconciler.asterisk.restart import RestartPolicy
 from reconciler.errors import RestartRefused
-from reconciler.restart import RestartPolicy
-from reconciler.status import collect_status
+from reconciler.gitops.apply import ApplyOptions, ApplyResult, apply_desired, read_live_state
+from reconciler.observe.status import collect_status
 from tests.harness import ports, sipp
 from tests.harness.containers import PbxStack, desired_yaml, poll
 

@@ -1,4 +1,4 @@
-"""`reconciler.carrier.apply_carrier` against a real carrier container: configure a fresh one, change
+"""`reconciler.asterisk.carrier.apply_carrier` against a real carrier container: configure a fresh one, change
 nothing when nothing changed, reload (not restart) for a new password, and fail loudly when its port
 is taken (two Asterisks on one port fail silently otherwise)."""
 
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler import carrier
-from reconciler.asterisk import AsteriskClient
+from reconciler.asterisk import carrier
+from reconciler.asterisk.client import AsteriskClient
 from tests.harness import ports
 from tests.harness.containers import AsteriskContainer
 

@@ -1,7 +1,7 @@
 """The sandbox carrier under hostile SIP: caller data never runs a command, only the authenticated
 trunk at the PBX's address and port gets in, and anything that is not a number is refused.
 
-SIPp plays the PBX: the carrier is configured (by the product's own `reconciler.carrier`) to expect
+SIPp plays the PBX: the carrier is configured (by the product's own `reconciler.asterisk.carrier`) to expect
 the PBX at SIPp's reserved port, so SIPp's INVITEs are identified as the trunk's and challenged.
 """
 

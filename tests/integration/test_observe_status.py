@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.status import collect_status
+from reconciler.observe.status import collect_status
 from tests.harness import ports, sipp
 from tests.harness.containers import EXTENSIONS, PbxStack, poll
 

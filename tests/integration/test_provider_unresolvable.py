@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import providers_health
-from reconciler.apply import ApplyRolledBack
-from reconciler.loop import Reconciler, WatchOptions
-from reconciler.metrics import render_metrics
+from reconciler.asterisk import providers_health
+from reconciler.gitops.apply import ApplyRolledBack
+from reconciler.gitops.loop import Reconciler, WatchOptions
+from reconciler.gitops.sources import DirectorySource
+from reconciler.observe.metrics import render_metrics
+from reconciler.observe.status import collect_status
 from reconciler.settings import Settings
-from reconciler.sources import DirectorySource
-from reconciler.status import collect_status
 from tests.harness import containers, ports, sipp
 from tests.harness.containers import PbxContainer, PbxStack, ProviderContainer, poll
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from reconciler.load import load_desired
+from reconciler.desired.load import load_desired
+from reconciler.gitops.verify import LABEL
 from reconciler.settings import REPO_ROOT, Settings
-from reconciler.verify import LABEL
 from tests.harness import containers
 from tests.harness.containers import poll
 

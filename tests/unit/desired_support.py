@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.load import load_desired
 from reconciler.errors import ValidationFailed
-from reconciler.load import load_desired
 from reconciler.settings import REPO_ROOT, Settings
 
 SAMPLE_DIR = REPO_ROOT / "desired"

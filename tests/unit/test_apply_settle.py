@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from reconciler.apply import (
+from reconciler.asterisk.client import LiveMarkers, LiveRead, sha256_text
+from reconciler.asterisk.journal import new_journal, parse_journal
+from reconciler.asterisk.parsers import parse_transports
+from reconciler.asterisk.restart import PendingRestart, RestartPolicy, active_calls
+from reconciler.gitops.apply import (
     LiveState,
     _Expectations,
     _observe,
@@ -13,10 +17,6 @@ from reconciler.apply import (
     verification_queries,
     verify,
 )
-from reconciler.asterisk import LiveMarkers, LiveRead, sha256_text
-from reconciler.journal import new_journal, parse_journal
-from reconciler.parsers import parse_transports
-from reconciler.restart import PendingRestart, RestartPolicy, active_calls
 
 PJSIP = "; revision: r1\n[gitops-rev-aaaaaaaaaaaa]\ntype = aor\nmax_contacts = 0\n"
 NAMES = ("pjsip.conf",)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.asterisk import AsteriskClient, FileSource, TxnOutcome, sha256_text
-from reconciler.journal import new_journal
-from reconciler.lease import Holder, parse_lease
+from reconciler.asterisk.client import AsteriskClient, FileSource, TxnOutcome, sha256_text
+from reconciler.asterisk.journal import new_journal
+from reconciler.asterisk.lease import Holder, parse_lease
 
 
 class LocalShell(AsteriskClient):

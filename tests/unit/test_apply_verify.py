@@ -3,7 +3,8 @@ live-state record. Outputs are verbatim Asterisk 22.10 replies."""
 
 from __future__ import annotations
 
-from reconciler.apply import (
+from reconciler.asterisk.client import LiveMarkers, aor_found, dialplan_revision
+from reconciler.gitops.apply import (
     LiveState,
     _Expectations,
     declared_dialplan_rev12,
@@ -14,7 +15,6 @@ from reconciler.apply import (
     verification_queries,
     verify,
 )
-from reconciler.asterisk import LiveMarkers, aor_found, dialplan_revision
 
 EXP = _Expectations(
     pjsip_rev12="17699fbd6da8",

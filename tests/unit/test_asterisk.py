@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.asterisk import split_outputs
+from reconciler.asterisk.client import split_outputs
 
 SEP = "--8<-- gitops-0123 --8<--"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import carrier
-from reconciler.confparse import parse_conf
+from reconciler.asterisk import carrier
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.load import load_desired
 from reconciler.errors import ValidationFailed
-from reconciler.load import load_desired
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import FAKE_SECRETS, CliResult, edit, fake_settings, use_real_provider
 

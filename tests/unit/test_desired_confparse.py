@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.confparse import parse_conf
+from reconciler.desired.confparse import parse_conf
 
 
 def test_sections_templates_and_ordered_options_are_parsed() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.plan import MASK, make_plan, mask, strip_revision
-from reconciler.render import Rendered, render_desired
+from reconciler.desired.render import Rendered, render_desired
+from reconciler.gitops.plan import MASK, make_plan, mask, strip_revision
 from tests.unit.desired_support import FAKE_SECRETS, fake_settings, use_real_provider
 
 

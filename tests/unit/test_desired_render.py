@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.confparse import parse_conf
-from reconciler.load import load_desired
-from reconciler.render import HEADER, RENDERED_FILES, mailbox_pin, render, render_desired
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.load import load_desired
+from reconciler.desired.render import HEADER, RENDERED_FILES, mailbox_pin, render, render_desired
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import (
     FAKE_SECRETS,

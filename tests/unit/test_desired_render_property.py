@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.confparse import parse_conf
-from reconciler.model import (
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.model import (
     DesiredState,
     Extension,
     InboundRoute,
@@ -15,8 +15,8 @@ from reconciler.model import (
     Provider,
     secret_refs,
 )
-from reconciler.plan import make_plan
-from reconciler.render import render
+from reconciler.desired.render import render
+from reconciler.gitops.plan import make_plan
 from tests.unit.desired_support import TEMPLATES_DIR
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)

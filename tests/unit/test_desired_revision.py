@@ -8,7 +8,7 @@ from pathlib import Path
 
 import git
 
-from reconciler.revision import content_hash, revision_of
+from reconciler.desired.revision import content_hash, revision_of
 from tests.unit.desired_support import SAMPLE_DIR
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.load import load_desired
+from reconciler.desired.secrets import read_env_file, resolve_secrets
 from reconciler.errors import ValidationFailed
-from reconciler.load import load_desired
-from reconciler.secrets import read_env_file, resolve_secrets
 from reconciler.settings import Settings
 from tests.unit.desired_support import FAKE_SECRETS, fake_settings
 

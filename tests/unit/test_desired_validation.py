@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.load import load_desired
 from reconciler.errors import ValidationFailed
-from reconciler.load import load_desired
 from tests.unit.desired_support import edit, problems
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from reconciler.doctor import Verdict, _managed_config_check, _port_checks, _route_checks
-from reconciler.model import DesiredState
+from reconciler.desired.model import DesiredState
+from reconciler.observe.doctor import Verdict, _managed_config_check, _port_checks, _route_checks
 
 STATE = DesiredState.model_validate(
     {

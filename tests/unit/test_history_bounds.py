@@ -6,8 +6,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from reconciler import history
-from reconciler.history import History, LoopState, Record
+from reconciler.gitops import history
+from reconciler.gitops.history import History, LoopState, Record
 from reconciler.settings import Settings
 
 

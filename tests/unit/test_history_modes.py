@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import history
-from reconciler.history import History, LoopState, Record
+from reconciler.gitops import history
+from reconciler.gitops.history import History, LoopState, Record
 from reconciler.settings import Settings
 from tests.unit.desired_support import SAMPLE_DIR
 
@@ -88,7 +88,7 @@ def test_a_pre_existing_0755_state_dir_is_tightened_and_said_once_in_the_log(
     (state / "git" / "repo.git" / "objects" / "ab").chmod(0o444)  # as git makes them
     settings = Settings(state_dir=state)
 
-    with caplog.at_level(logging.WARNING, logger="reconciler.history"):
+    with caplog.at_level(logging.WARNING, logger="reconciler.gitops.history"):
         tightened = history.secure_state_dir(settings)
         assert history.secure_state_dir(settings) == 0  # the second time there is nothing to say
     assert tightened == 7  # the directory itself and the six entries below it
@@ -110,7 +110,7 @@ def test_a_cli_verb_on_a_loose_state_dir_makes_it_private_with_one_warning(
     state.mkdir(mode=0o777)
     state.chmod(0o777)
     settings = Settings(state_dir=state)
-    with caplog.at_level(logging.WARNING, logger="reconciler.history"):
+    with caplog.at_level(logging.WARNING, logger="reconciler.gitops.history"):
         history.suspend(settings)
         history.resume(settings)
         history.request_retry(settings)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.load import load_desired
 from reconciler.errors import Problem
-from reconciler.load import load_desired
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import CliResult, edit
 from tests.unit.hostile_support import FULL_SECRETS, problem_lines

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from reconciler.confparse import parse_conf
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.load import load_desired
+from reconciler.desired.model import DesiredState, field_name, secret_refs
+from reconciler.desired.render import render_desired
 from reconciler.errors import ReconcilerError, ValidationFailed
-from reconciler.load import load_desired
-from reconciler.model import DesiredState, field_name, secret_refs
-from reconciler.render import render_desired
 from reconciler.settings import Settings
 from tests.unit.desired_support import TEMPLATES_DIR
 from tests.unit.hostile_support import FULL_FILES, FULL_SECRETS

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.load import load_desired
+from reconciler.desired.revision import content_hash
 from reconciler.errors import ValidationFailed
-from reconciler.load import load_desired
-from reconciler.revision import content_hash
-from reconciler.sources import DirectorySource, GitSource
+from reconciler.gitops.sources import DirectorySource, GitSource
 from tests.unit.hostile_support import write_full
 
 

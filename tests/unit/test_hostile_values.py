@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.confparse import parse_conf
-from reconciler.load import load_desired
-from reconciler.model import Voicemail
-from reconciler.render import RenderFailed, render, render_desired
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.load import load_desired
+from reconciler.desired.model import Voicemail
+from reconciler.desired.render import RenderFailed, render, render_desired
 from reconciler.settings import Settings
 from tests.unit.desired_support import TEMPLATES_DIR, CliResult, edit
 from tests.unit.hostile_support import FULL_SECRETS, problem_lines
@@ -135,7 +135,7 @@ def test_a_secret_value_with_a_line_break_or_control_character_is_refused_by_its
 
 
 def test_an_env_file_line_cannot_become_two_lines_through_a_unicode_separator(tmp_path: Path) -> None:
-    from reconciler.secrets import read_env_file
+    from reconciler.desired.secrets import read_env_file
 
     path = tmp_path / "x.env"
     path.write_text("A=one\u2028B=two\nC=three\x85D=four\n", encoding="utf-8")

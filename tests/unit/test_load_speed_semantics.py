@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.load import load_desired
+from reconciler.desired.load import load_desired
 from tests.unit.desired_support import edit, problems
 
 

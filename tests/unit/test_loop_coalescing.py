@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from reconciler import history
-from reconciler.loop import Outcome, TriggerQueue, WatchLoop, WatchOptions
+from reconciler.gitops import history
+from reconciler.gitops.loop import Outcome, TriggerQueue, WatchLoop, WatchOptions
 from reconciler.settings import Settings
 from tests.harness import waiting
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.history import LoopState
-from reconciler.loop import Reconciler, WatchOptions
-from reconciler.sources import DirectorySource
+from reconciler.gitops.history import LoopState
+from reconciler.gitops.loop import Reconciler, WatchOptions
+from reconciler.gitops.sources import DirectorySource
 from tests.unit.desired_support import SAMPLE_DIR, edit, fake_settings
 
 

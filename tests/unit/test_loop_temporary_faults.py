@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.asterisk import AsteriskWentAway
+from reconciler.asterisk.client import AsteriskWentAway
 from reconciler.errors import LockBusy, ManagedWriteFailed, ReconcilerError
-from reconciler.history import LoopState
-from reconciler.loop import Reconciler, WatchOptions
-from reconciler.sources import DirectorySource
+from reconciler.gitops.history import LoopState
+from reconciler.gitops.loop import Reconciler, WatchOptions
+from reconciler.gitops.sources import DirectorySource
 from tests.unit.desired_support import SAMPLE_DIR, fake_settings
 
 

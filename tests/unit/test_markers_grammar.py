@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from reconciler import markers
-from reconciler.load import load_desired
-from reconciler.render import RenderFailed, render
+from reconciler.desired.load import load_desired
+from reconciler.desired.render import RenderFailed, render
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import FAKE_SECRETS, SAMPLE_DIR
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.history import History, LoopState, ReconcileTotals, Record
-from reconciler.metrics import escape_label, render_metrics
+from reconciler.gitops.history import History, LoopState, ReconcileTotals, Record
+from reconciler.observe.metrics import escape_label, render_metrics
 from reconciler.settings import Settings
 
 STATUS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.parsers import (
+from reconciler.asterisk.parsers import (
     PRIORITY_HINT,
     parse_channels_concise,
     parse_contacts,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.asterisk import aor_found, dialplan_revision
-from reconciler.parsers import (
+from reconciler.asterisk.client import aor_found, dialplan_revision
+from reconciler.asterisk.parsers import (
     parse_channels_concise,
     parse_contacts,
     parse_dialplan,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.plan import MASK, make_plan, mask
+from reconciler.gitops.plan import MASK, make_plan, mask
 
 
 def test_mask_hides_a_secret_and_a_longer_secret_that_starts_with_it() -> None:

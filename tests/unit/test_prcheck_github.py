@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import github
+from reconciler.gitops import github
 from tests.harness.fake_github import TOKEN, FakeGitHub, fake_github
 
 MARKER = github.comment_marker("desired")

@@ -12,14 +12,14 @@ import git
 import pytest
 from typer.testing import CliRunner
 
-from reconciler import prcheck
 from reconciler.cli import app
+from reconciler.desired.load import load_desired
+from reconciler.desired.model import secret_refs
+from reconciler.desired.render import render_desired
+from reconciler.desired.secrets import weakness
 from reconciler.errors import AsteriskUnavailable, Problem
-from reconciler.load import load_desired
-from reconciler.model import secret_refs
-from reconciler.prcheck import PrCheckOptions, PrCheckSetupError, run_pr_check
-from reconciler.render import render_desired
-from reconciler.secrets import weakness
+from reconciler.gitops import prcheck
+from reconciler.gitops.prcheck import PrCheckOptions, PrCheckSetupError, run_pr_check
 from tests.unit.desired_support import SAMPLE_DIR, edit
 
 NEW_EXTENSION = '  - number: "4006"\n    name: Lab\n    password: ${EXT_4006_PASSWORD}\n'

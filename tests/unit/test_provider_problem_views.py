@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from reconciler import parsers
-from reconciler.doctor import Verdict, _provider_host_checks
-from reconciler.metrics import render_metrics
-from reconciler.model import DesiredState
-from reconciler.providers_health import HostLookup
-from reconciler.status import build_providers, summarize
+from reconciler.asterisk import parsers
+from reconciler.asterisk.providers_health import HostLookup
+from reconciler.desired.model import DesiredState
+from reconciler.observe.doctor import Verdict, _provider_host_checks
+from reconciler.observe.metrics import render_metrics
+from reconciler.observe.status import build_providers, summarize
 from tests.unit.test_status_build import ENDPOINTS, REJECTED
 
 STATE = DesiredState.model_validate(

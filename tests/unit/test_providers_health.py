@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from reconciler import providers_health as health
-from reconciler.asterisk import ExecResult, ReloadResult
-from reconciler.model import DesiredState
-from reconciler.parsers import (
+from reconciler.asterisk import providers_health as health
+from reconciler.asterisk.client import ExecResult, ReloadResult
+from reconciler.asterisk.parsers import (
     parse_registration_events,
     parse_reload_log,
     parse_resolution_failures,
     retained_objects,
 )
+from reconciler.desired.model import DesiredState
 
 CLI = Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 

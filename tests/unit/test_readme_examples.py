@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.load import load_desired
-from reconciler.model import TOP_LEVEL_KEYS
+from reconciler.desired.load import load_desired
+from reconciler.desired.model import TOP_LEVEL_KEYS
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import SAMPLE_DIR
 

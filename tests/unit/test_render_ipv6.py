@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.load import load_desired
-from reconciler.model import host_port
-from reconciler.render import render
+from reconciler.desired.load import load_desired
+from reconciler.desired.model import host_port
+from reconciler.desired.render import render
 from tests.unit.desired_support import TEMPLATES_DIR
 
 SECRETS = {"TRUNK_PASSWORD": "Fake-Trunk-Pass-9z", "EXT_4001_PASSWORD": "Fake-Phone-Pass-1x"}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.health import HealthPolicy, LoopProbe, ThreadProbe, assess, slow_limit
-from reconciler.history import History, Record
-from reconciler.loop import Outcome, WatchLoop, WatchOptions
-from reconciler.server import ServerContext, make_server, serve_in_background
+from reconciler.gitops.health import HealthPolicy, LoopProbe, ThreadProbe, assess, slow_limit
+from reconciler.gitops.history import History, Record
+from reconciler.gitops.loop import Outcome, WatchLoop, WatchOptions
+from reconciler.observe.server import ServerContext, make_server, serve_in_background
 from reconciler.settings import Settings
 from tests.harness.waiting import GENEROUS_S, wait_until
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.server import (
+from reconciler.observe.server import (
     ServerContext,
     ServerLimits,
     WatchHTTPServer,
@@ -305,7 +305,7 @@ def test_a_flood_of_slow_clients_is_logged_in_one_line_not_one_per_client(
     serve, caplog: pytest.LogCaptureFixture
 ) -> None:
     served = serve(max_connections=2, request_deadline_s=3600, socket_timeout_s=3600, evict_after_s=3600)
-    with caplog.at_level(logging.WARNING, logger="reconciler.server"):
+    with caplog.at_level(logging.WARNING, logger="reconciler.observe.server"):
         for _ in range(12):
             served.slow_client()
         assert wait_until(lambda: served.httpd.refused == 10)

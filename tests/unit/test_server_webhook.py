@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.server import (
+from reconciler.observe.server import (
     MAX_BODY,
     ServerContext,
     github_signature,

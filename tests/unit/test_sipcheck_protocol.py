@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from reconciler.sipcheck import (
+from reconciler.observe.sipcheck import (
     SipTarget,
     Verdict,
     all_passed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from reconciler.errors import AsteriskUnavailable
-from reconciler.sipcheck import (
+from reconciler.observe.sipcheck import (
     Step,
     Verdict,
     all_passed,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.sipcheck import SipTarget, Verdict, all_passed, run_checks
+from reconciler.observe.sipcheck import SipTarget, Verdict, all_passed, run_checks
 
 PASSWORD = "Tls-Test-Passw0rd"
 REALM = "tls-test"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.model import DesiredState
-from reconciler.softphones import accounts, qr_ascii, server_address, write_qr_svg
+from reconciler.desired.model import DesiredState
+from reconciler.observe.softphones import accounts, qr_ascii, server_address, write_qr_svg
 
 
 def _state(bind: str = "127.0.0.1", external: str | None = None) -> DesiredState:

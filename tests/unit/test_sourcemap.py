@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import sourcemap
-from reconciler.load import LoadedState, load_desired
-from reconciler.parsers import LogProblem, parse_reload_log
-from reconciler.render import render
+from reconciler.asterisk import sourcemap
+from reconciler.asterisk.parsers import LogProblem, parse_reload_log
+from reconciler.desired.load import LoadedState, load_desired
+from reconciler.desired.render import render
 from reconciler.settings import REPO_ROOT
 
 CLI = Path(__file__).resolve().parents[1] / "fixtures" / "cli"

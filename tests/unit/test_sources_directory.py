@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from reconciler.sources import DirectorySource
+from reconciler.gitops.sources import DirectorySource
 
 
 def test_a_snapshot_copies_the_files_and_names_their_content(tmp_path: Path) -> None:

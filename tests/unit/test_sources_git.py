@@ -8,7 +8,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reconciler.sources import GitSource, SourceInvalid, SourceUnavailable
+from reconciler.gitops.sources import GitSource, SourceInvalid, SourceUnavailable
 
 
 def run(*args: str, cwd: Path) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from reconciler import parsers
+from reconciler.asterisk import parsers
 from reconciler.commands.observe import status_exit_code
-from reconciler.model import DesiredState
-from reconciler.status import (
+from reconciler.desired.model import DesiredState
+from reconciler.observe.status import (
     build_extensions,
     build_providers,
     contact_address,

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import history
-from reconciler.history import History, Record
-from reconciler.revision import revision_of
+from reconciler.desired.revision import revision_of
+from reconciler.gitops import history
+from reconciler.gitops.history import History, Record
+from reconciler.observe.status import collect_status
 from reconciler.settings import Settings
-from reconciler.status import collect_status
 
 HEAD = "1f0c2a9e77b41f0c2a9e77b41f0c2a9e77b41f0c"
 OLDER = "0123456789abcdef0123456789abcdef01234567"

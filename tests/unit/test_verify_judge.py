@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.commands.verify import _github_line
-from reconciler.load import LoadedState, load_desired
-from reconciler.model import secret_refs
-from reconciler.secrets import resolve_secrets, weakness
-from reconciler.verify import Finding, judge, placeholder_secrets
+from reconciler.desired.load import LoadedState, load_desired
+from reconciler.desired.model import secret_refs
+from reconciler.desired.secrets import resolve_secrets, weakness
+from reconciler.gitops.verify import Finding, judge, placeholder_secrets
 from tests.unit.desired_support import fake_settings
 from tests.unit.test_sourcemap import DESIRED
 

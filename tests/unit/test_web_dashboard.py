@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.web import dashboard_html
+from reconciler.observe.web import dashboard_html
 
 
 def test_dashboard_loads_nothing_from_other_hosts() -> None:

@@ -31,8 +31,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from reconciler import carrier
-from reconciler.secrets import read_env_file
+from reconciler.asterisk import carrier
+from reconciler.desired.secrets import read_env_file
 from tests.harness import containers, ports, sipp
 from tests.harness.containers import poll
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from reconciler.render import RENDERED_FILES, render_desired
+from reconciler.desired.render import RENDERED_FILES, render_desired
 from tests.harness import containers
 from tests.harness.install import REPO_ROOT, Venv, fresh_venv, tracked_export
 from tests.unit.desired_support import FAKE_SECRETS, SAMPLE_DIR, edit, fake_settings

@@ -25,8 +25,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from reconciler import history, plan, providers_health, render
-from reconciler.apply import (
+from reconciler.asterisk import providers_health
+from reconciler.asterisk.client import AsteriskClient, LiveMarkers
+from reconciler.asterisk.journal import parse_journal
+from reconciler.desired import render
+from reconciler.desired.load import display_name
+from reconciler.errors import ReconcilerError, ValidationFailed
+from reconciler.gitops import history, plan
+from reconciler.gitops.apply import (
     STATE_FILE,
     ApplyOptions,
     LiveState,
@@ -34,17 +40,13 @@ from reconciler.apply import (
     parse_live_state,
     runs_files_on_disk,
 )
-from reconciler.asterisk import AsteriskClient, LiveMarkers
-from reconciler.errors import ReconcilerError, ValidationFailed
-from reconciler.health import Health, HealthPolicy, LoopProbe, ThreadProbe, assess
-from reconciler.history import History, LoopState, Record, Result
-from reconciler.journal import parse_journal
-from reconciler.load import display_name
+from reconciler.gitops.health import Health, HealthPolicy, LoopProbe, ThreadProbe, assess
+from reconciler.gitops.history import History, LoopState, Record, Result
+from reconciler.gitops.sources import Snapshot, Source
 from reconciler.markers import rev12
 from reconciler.settings import Settings
-from reconciler.sources import Snapshot, Source
 
-log = logging.getLogger("reconciler.loop")
+log = logging.getLogger("reconciler.gitops.loop")
 
 DriftMode = Literal["fix", "warn"]
 
@@ -127,7 +129,7 @@ class _Observed:
     markers: LiveMarkers
     wiped: bool
     live: LiveState | None = None  # state.json: the live revision and its degraded providers
-    interrupted: str | None = None  # an apply whose journal is still there (see reconciler.journal)
+    interrupted: str | None = None  # an apply whose journal is still there (see reconciler.asterisk.journal)
     restarted_pending: bool = False  # the restart a recorded revision waited for has happened
 
 

@@ -30,19 +30,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler import plan as plan_mod
-from reconciler import providers_health
-from reconciler import render as render_mod
-from reconciler.apply import Check, _expectations, verification_queries, verify
-from reconciler.asterisk import BARRIER_COMMAND, LOG_BARRIER, AsteriskClient, rx_command
-from reconciler.confparse import parse_conf
+from reconciler.asterisk import providers_health
+from reconciler.asterisk.client import (
+    BARRIER_COMMAND,
+    LOG_BARRIER,
+    AsteriskClient,
+    rx_command,
+)
+from reconciler.asterisk.parsers import LogProblem, parse_reload_log
+from reconciler.asterisk.sourcemap import Located, locate
+from reconciler.desired import render as render_mod
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.load import LoadedState, load_desired
+from reconciler.desired.model import SecretUse, secret_refs
+from reconciler.desired.secrets import lookup, read_env_file, resolve_secrets, weakness
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
-from reconciler.load import LoadedState, load_desired
-from reconciler.model import SecretUse, secret_refs
-from reconciler.parsers import LogProblem, parse_reload_log
-from reconciler.secrets import lookup, read_env_file, resolve_secrets, weakness
+from reconciler.gitops import plan as plan_mod
+from reconciler.gitops.apply import Check, _expectations, verification_queries, verify
 from reconciler.settings import Settings
-from reconciler.sourcemap import Located, locate
 
 DEFAULT_IMAGE = "asterisk-gitops/asterisk:latest"
 LABEL = "asterisk-gitops.verify"
@@ -323,7 +328,7 @@ def verify_desired(
     """
     started = time.monotonic()
     say = progress or (lambda _message: None)
-    from reconciler.revision import revision_of
+    from reconciler.desired.revision import revision_of
 
     say("rendering")
     loaded = load_desired(Path(desired_dir))

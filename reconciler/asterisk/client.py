@@ -8,7 +8,7 @@ directory of the managed volume, are checked (every write, its hash, owner and m
 moved into place by rename(2), so Asterisk never reads a half-written file.
 
 A step that changes something runs inside a *transaction exec* (`AsteriskClient.transact`): its
-first step takes flock(1) and the PBX's lease (`reconciler.lease`); the first step that fails sets
+first step takes flock(1) and the PBX's lease (`reconciler.asterisk.lease`); the first step that fails sets
 `STOP` and every later step of that exec is skipped, so nothing is renamed after a failed write and
 nothing is reloaded after a failed rename.
 """
@@ -28,9 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler import lease as lease_mod
-from reconciler.errors import AsteriskUnavailable, ManagedWriteFailed, ReconcilerError
-from reconciler.journal import (
+from reconciler.asterisk import lease as lease_mod
+from reconciler.asterisk.journal import (
     JOURNAL_PATH,
     LAST_GOOD,
     LAST_GOOD_STATE_PATH,
@@ -40,7 +39,7 @@ from reconciler.journal import (
     settle_step,
     write_journal_step,
 )
-from reconciler.lease import (
+from reconciler.asterisk.lease import (
     LEASE_FILE,
     TXN_DIR,
     Holder,
@@ -50,6 +49,9 @@ from reconciler.lease import (
     guard,
     parse_lease_answer,
 )
+from reconciler.asterisk.providers_health import HostLookup, lookup_step, parse_lookups
+from reconciler.asterisk.restart import BOOT_TIMEOUT_S, CHANNELS_COUNT, RestartPolicy
+from reconciler.errors import AsteriskUnavailable, ManagedWriteFailed, ReconcilerError
 from reconciler.markers import (
     DIALPLAN_QUERY,
     PJSIP_MARKER_SED,
@@ -57,8 +59,6 @@ from reconciler.markers import (
     dialplan_revision,
     pjsip_marker_query,
 )
-from reconciler.providers_health import HostLookup, lookup_step, parse_lookups
-from reconciler.restart import BOOT_TIMEOUT_S, CHANNELS_COUNT, RestartPolicy
 
 UNREACHABLE_MARKER = "Unable to connect to remote asterisk"
 MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
@@ -147,7 +147,7 @@ class LiveRead:
     last_good_state_text: str | None = None
     now: int | None = None
     boot_id: str | None = None
-    box: str | None = None  # the container run (see reconciler.lease)
+    box: str | None = None  # the container run (see reconciler.asterisk.lease)
 
 
 @dataclass(frozen=True)

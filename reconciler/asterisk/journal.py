@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.lease import TXN_DIR, release_step
+from reconciler.asterisk.lease import TXN_DIR, release_step
 
 JOURNAL_FILE = "journal.json"
 LAST_GOOD = "last-good"

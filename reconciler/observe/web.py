@@ -15,4 +15,4 @@ from importlib import resources
 @cache
 def dashboard_html() -> str:
     """The dashboard page as one HTML document."""
-    return resources.files("reconciler").joinpath("web/dashboard.html").read_text(encoding="utf-8")
+    return resources.files("reconciler.observe").joinpath("web/dashboard.html").read_text(encoding="utf-8")

@@ -29,10 +29,10 @@ import jinja2
 import jinja2.runtime
 from pydantic import BaseModel
 
+from reconciler.desired.model import DesiredState, Extension, SecretRef, field_name, host_port, secret_refs
+from reconciler.desired.model import Path as FieldPath
 from reconciler.errors import Problem, ReconcilerError, ValidationFailed
 from reconciler.markers import REVISION_HELP, rev12, valid_revision
-from reconciler.model import DesiredState, Extension, SecretRef, field_name, host_port, secret_refs
-from reconciler.model import Path as FieldPath
 from reconciler.settings import Settings
 from reconciler.textrules import unsafe_character, unsafe_lines
 
@@ -305,9 +305,9 @@ def render_desired(desired_dir: Path, settings: Settings, revision: str | None =
     """load → resolve secrets → render for `desired_dir`, with `settings.templates_dir`.
     The revision defaults to `revision.revision_of(desired_dir)`. Raises `ValidationFailed` for an
     invalid state or missing/weak secrets, `RenderFailed` for a broken template."""
-    from reconciler.load import load_desired
-    from reconciler.revision import revision_of
-    from reconciler.secrets import resolve_secrets
+    from reconciler.desired.load import load_desired
+    from reconciler.desired.revision import revision_of
+    from reconciler.desired.secrets import resolve_secrets
 
     loaded = load_desired(Path(desired_dir))
     secrets = resolve_secrets(loaded, settings)

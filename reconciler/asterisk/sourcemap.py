@@ -15,11 +15,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.confparse import Section, parse_conf
-from reconciler.load import LoadedState
+from reconciler.asterisk.parsers import LogProblem
+from reconciler.desired.confparse import Section, parse_conf
+from reconciler.desired.load import LoadedState
+from reconciler.desired.model import DesiredState, field_name
 from reconciler.markers import is_marker_section
-from reconciler.model import DesiredState, field_name
-from reconciler.parsers import LogProblem
 
 ItemPath = tuple[str | int, ...]
 

@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings
 
-log = logging.getLogger("reconciler.history")
+log = logging.getLogger("reconciler.gitops.history")
 
 MAX_RECORDS = 200
 PRIVATE_DIR_MODE = 0o700

@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler import parsers
-from reconciler.asterisk import rx_command
+from reconciler.asterisk import parsers
+from reconciler.asterisk.client import rx_command
+from reconciler.asterisk.journal import JOURNAL_PATH, parse_journal
+from reconciler.asterisk.lease import LEASE_FILE, TXN_DIR, parse_lease
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
-from reconciler.history import History, LoopState, last_good_dir
-from reconciler.journal import JOURNAL_PATH, parse_journal
-from reconciler.lease import LEASE_FILE, TXN_DIR, parse_lease
+from reconciler.gitops.history import History, LoopState, last_good_dir
 from reconciler.markers import is_marker_section
-from reconciler.metrics import to_epoch
+from reconciler.observe.metrics import to_epoch
 from reconciler.settings import Settings
 
 FAILED_RESULTS = frozenset({"failed", "invalid"})
@@ -68,13 +68,13 @@ def _desired(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
     info: dict[str, Any] = {"dir": str(desired_dir), "revision": None, "error": None}
     state = None
     try:
-        from reconciler.revision import revision_of
+        from reconciler.desired.revision import revision_of
 
         info["revision"] = revision_of(desired_dir)
     except (OSError, ReconcilerError) as exc:
         info["error"] = str(exc)
     try:
-        from reconciler.load import load_desired
+        from reconciler.desired.load import load_desired
 
         state = load_desired(desired_dir).state
     except ReconcilerError as exc:
@@ -109,7 +109,7 @@ def _desired_from_loop(
     kept = last_good_dir(settings)
     if kept.is_dir():
         try:
-            from reconciler.load import load_desired
+            from reconciler.desired.load import load_desired
 
             model = load_desired(kept).state
         except (OSError, ReconcilerError):  # being replaced by the loop right now: names only

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from reconciler.load import desired_entries, read_entry
+from reconciler.desired.load import desired_entries, read_entry
 from reconciler.safeio import FileRefused
 
 

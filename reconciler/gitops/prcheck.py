@@ -3,7 +3,7 @@ verify the head in a throwaway Asterisk, and word it all as one markdown report.
 
 This is the logic of the shipped GitHub workflow (`reconciler pr-check`), kept in the package so the
 project runs exactly what its users run and the workflow file stays a thin wrapper. Nothing here
-talks to GitHub: `reconciler.github` posts the report; `commands/prcheck.py` prints it.
+talks to GitHub: `reconciler.gitops.github` posts the report; `commands/prcheck.py` prints it.
 
 Secrets: the PBX's real passwords never enter CI. Rendering needs values, so every `${NAME}` that
 the base or the head references gets one random value that passes the reconciler's own strength
@@ -31,7 +31,11 @@ from typing import Any, Literal
 import git
 import typer
 
-from reconciler import plan as planning
+from reconciler.desired.load import LoadedState, display_name, load_desired
+from reconciler.desired.model import DesiredState, SecretUse, secret_refs
+from reconciler.desired.render import Rendered, render_desired
+from reconciler.desired.revision import revision_of
+from reconciler.desired.secrets import weakness
 from reconciler.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -41,16 +45,12 @@ from reconciler.errors import (
     ReconcilerError,
     ValidationFailed,
 )
-from reconciler.load import LoadedState, display_name, load_desired
-from reconciler.model import DesiredState, SecretUse, secret_refs
-from reconciler.render import Rendered, render_desired
-from reconciler.revision import revision_of
-from reconciler.secrets import weakness
-from reconciler.settings import Settings, packaged_templates_dir
+from reconciler.gitops import plan as planning
 
 # The watch loop's own export of a commit's subtree: the check reads exactly the files (regular
 # files only, no symlinks) that the loop would apply after the merge.
-from reconciler.sources import _write_tree
+from reconciler.gitops.sources import _write_tree
+from reconciler.settings import Settings, packaged_templates_dir
 
 VerifyMode = Literal["auto", "always", "never"]
 VERIFY_MODES: tuple[VerifyMode, ...] = ("auto", "always", "never")

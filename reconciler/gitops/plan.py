@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.confparse import Section, parse_conf
+from reconciler.asterisk.restart import RESTART_WHEN_IDLE
+from reconciler.desired.confparse import Section, parse_conf
 from reconciler.markers import DIALPLAN_CONTEXT, DIALPLAN_EXTEN, PJSIP_MARKER_PREFIX
-from reconciler.restart import RESTART_WHEN_IDLE
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter "secrets" (a user name like "42") would mask unrelated text

@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler import plan as plan_mod
-from reconciler import providers_health, render
-from reconciler.asterisk import (
+from reconciler.asterisk import providers_health
+from reconciler.asterisk.client import (
     AsteriskClient,
     AsteriskWentAway,
     FileSource,
@@ -38,7 +37,19 @@ from reconciler.asterisk import (
     TxnOutcome,
     sha256_text,
 )
-from reconciler.confparse import parse_conf
+from reconciler.asterisk.journal import JOURNAL_PATH, STATE_FILE, Journal, new_journal, parse_journal
+from reconciler.asterisk.lease import DEFAULT_LOCK_WAIT_S, LEASE_TTL_S, Holder, Lease, parse_lease
+from reconciler.asterisk.parsers import (
+    LogProblem,
+    parse_dialplan,
+    parse_endpoint_list,
+    parse_reload_log,
+    parse_transports,
+    parse_voicemail_users,
+)
+from reconciler.asterisk.restart import DEFAULT_RESTART_WAIT_S, PendingRestart, RestartPolicy, parse_pending
+from reconciler.desired import render
+from reconciler.desired.confparse import parse_conf
 from reconciler.errors import (
     ApplyFailed,
     AsteriskUnavailable,
@@ -47,8 +58,8 @@ from reconciler.errors import (
     ManagedWriteFailed,
     RestartRefused,
 )
-from reconciler.journal import JOURNAL_PATH, STATE_FILE, Journal, new_journal, parse_journal
-from reconciler.lease import DEFAULT_LOCK_WAIT_S, LEASE_TTL_S, Holder, Lease, parse_lease
+from reconciler.gitops import plan as plan_mod
+from reconciler.gitops.plan import RELOAD_COMMANDS
 from reconciler.markers import (
     DIALPLAN_QUERY,
     aor_found,
@@ -59,16 +70,6 @@ from reconciler.markers import (
     pjsip_marker_query,
     rev12,
 )
-from reconciler.parsers import (
-    LogProblem,
-    parse_dialplan,
-    parse_endpoint_list,
-    parse_reload_log,
-    parse_transports,
-    parse_voicemail_users,
-)
-from reconciler.plan import RELOAD_COMMANDS
-from reconciler.restart import DEFAULT_RESTART_WAIT_S, PendingRestart, RestartPolicy, parse_pending
 from reconciler.settings import Settings
 
 __all__ = [

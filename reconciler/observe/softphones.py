@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import qrcode
 
-from reconciler.model import DesiredState, SecretRef
+from reconciler.desired.model import DesiredState, SecretRef
 
 UNSPECIFIED = ("0.0.0.0", "::")
 

@@ -33,13 +33,13 @@ from pathlib import Path
 
 import jinja2
 
-from reconciler.asterisk import AsteriskClient
-from reconciler.confparse import parse_conf
+from reconciler.asterisk.client import AsteriskClient
+from reconciler.desired.confparse import parse_conf
+from reconciler.desired.load import LoadedState, load_desired
+from reconciler.desired.model import DesiredState, Provider, SecretRef
+from reconciler.desired.render import conf_escape
+from reconciler.desired.secrets import resolve_secrets
 from reconciler.errors import Problem, ReconcilerError, ValidationFailed
-from reconciler.load import LoadedState, load_desired
-from reconciler.model import DesiredState, Provider, SecretRef
-from reconciler.render import conf_escape
-from reconciler.secrets import resolve_secrets
 from reconciler.settings import Settings
 
 CARRIER_HOST = "127.0.0.1"

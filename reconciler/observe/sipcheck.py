@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from reconciler.asterisk.parsers import Registration, parse_registrations
 from reconciler.errors import ReconcilerError
-from reconciler.parsers import Registration, parse_registrations
-from reconciler.verdict import Finding as Step
-from reconciler.verdict import Verdict
+from reconciler.observe.verdict import Finding as Step
+from reconciler.observe.verdict import Verdict
 
 USER_AGENT = "asterisk-gitops check-provider"
 T1 = 0.5  # RFC 3261 Timer T1: first UDP retransmission interval
@@ -579,7 +579,7 @@ RESTORE_POLL_S = 0.5
 
 
 class AsteriskCli(Protocol):
-    """What the restore step needs of `reconciler.asterisk.AsteriskClient`."""
+    """What the restore step needs of `reconciler.asterisk.client.AsteriskClient`."""
 
     container_name: str
 

@@ -32,9 +32,9 @@ from yaml.error import MarkedYAMLError, YAMLError
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler import model
+from reconciler.desired import model
+from reconciler.desired.model import DesiredState, field_name
 from reconciler.errors import Problem, ValidationFailed
-from reconciler.model import DesiredState, field_name
 from reconciler.safeio import FileRefused, decode_utf8, read_regular
 from reconciler.textrules import ECHO_LIMIT, describe, echo, one_line
 

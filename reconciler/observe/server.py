@@ -4,7 +4,7 @@ Routes:
 - `POST /hooks/git`: GitHub (`X-Hub-Signature-256`, HMAC-SHA256 of the body) or GitLab
   (`X-Gitlab-Token`). A missing or wrong signature gets 401 and triggers nothing; a body over
   `MAX_BODY` gets 413; a valid push gets 202 and one trigger into the loop's queue.
-- `GET /healthz`: 200 while the loop works, else 503 with the reasons (`reconciler.health`).
+- `GET /healthz`: 200 while the loop works, else 503 with the reasons (`reconciler.gitops.health`).
 - `GET /api/status`, `GET /`, `GET /metrics`: the status helper's `status`, `web` and `metrics`
   modules; 503 while one of them is not available.
 
@@ -39,11 +39,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from reconciler.errors import ReconcilerError
-from reconciler.health import Health
-from reconciler.history import History, LoopState
+from reconciler.gitops.health import Health
+from reconciler.gitops.history import History, LoopState
 from reconciler.settings import Settings
 
-log = logging.getLogger("reconciler.server")
+log = logging.getLogger("reconciler.observe.server")
 
 MAX_BODY = 1024 * 1024  # a push event of a large merge is well below this
 DRAIN_LIMIT = 16 * MAX_BODY

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reconciler import parsers, providers_health
-from reconciler.asterisk import rx_command
+from reconciler.asterisk import parsers, providers_health
+from reconciler.asterisk.client import rx_command
 from reconciler.errors import ReconcilerError
 from reconciler.markers import (
     DIALPLAN_QUERY,
@@ -25,16 +25,16 @@ from reconciler.markers import (
     pjsip_marker_query,
     rev12,
 )
+from reconciler.observe.verdict import Finding as Check
+from reconciler.observe.verdict import Verdict
 from reconciler.settings import Settings
-from reconciler.verdict import Finding as Check
-from reconciler.verdict import Verdict
 
 _RTP = re.compile(r"Port start:\s*(\d+).*?Port end:\s*(\d+)", re.S)
 
 
 def _desired_state(settings: Settings) -> Any:
     try:
-        from reconciler.load import load_desired
+        from reconciler.desired.load import load_desired
 
         return load_desired(Path(settings.desired_dir)).state
     except (ReconcilerError, OSError):
@@ -389,7 +389,7 @@ def _port_checks(raw: dict[str, Any], state: Any) -> list[Check]:
 
 
 def _history_check(settings: Settings) -> Check:
-    from reconciler.history import History, LoopState
+    from reconciler.gitops.history import History, LoopState
 
     last = History(settings).last()
     suspended = LoopState.load(settings).suspended
@@ -415,7 +415,7 @@ def _history_check(settings: Settings) -> Check:
 
 def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = None) -> list[Check]:
     """Run every check in order; returns them (each also passed to `on_check` as it completes)."""
-    from reconciler.asterisk import AsteriskClient
+    from reconciler.asterisk.client import AsteriskClient
     from reconciler.errors import AsteriskUnavailable
 
     checks: list[Check] = []

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from reconciler.history import DURATION_BUCKETS, ReconcileTotals, bucket_label
+from reconciler.gitops.history import DURATION_BUCKETS, ReconcileTotals, bucket_label
 
-# History results (reconciler.history.RESULTS) after which the desired head is live.
+# History results (reconciler.gitops.history.RESULTS) after which the desired head is live.
 SUCCESS_RESULTS = frozenset({"applied", "unchanged", "drift-fixed"})
 KNOWN_RESULTS = ("applied", "unchanged", "failed", "invalid", "drift-fixed", "drift-detected", "skipped")
 

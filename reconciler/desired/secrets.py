@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from reconciler.desired.load import LoadedState, display_name
+from reconciler.desired.model import SecretUse, field_name, secret_refs
 from reconciler.errors import Problem, ReconcilerError, ValidationFailed
-from reconciler.load import LoadedState, display_name
-from reconciler.model import SecretUse, field_name, secret_refs
 from reconciler.safeio import FileRefused, decode_utf8, read_regular, size_text
 from reconciler.settings import Settings
 from reconciler.textrules import unsafe_character

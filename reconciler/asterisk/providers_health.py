@@ -28,19 +28,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler import sourcemap
-from reconciler.errors import ReconcilerError
-from reconciler.model import DesiredState, Provider
-from reconciler.parsers import (
+from reconciler.asterisk import sourcemap
+from reconciler.asterisk.parsers import (
     LogProblem,
     parse_reload_log,
     parse_resolution_failures,
     retained_objects,
     split_host_port,
 )
+from reconciler.desired.model import DesiredState, Provider
+from reconciler.errors import ReconcilerError
 
 if TYPE_CHECKING:
-    from reconciler.asterisk import AsteriskClient
+    from reconciler.asterisk.client import AsteriskClient
 
 # A dead resolver must not stall an apply: each lookup is cut off after this long, all run at once.
 LOOKUP_TIMEOUT_S = 2

@@ -23,8 +23,7 @@ import git
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from reconciler.errors import ReconcilerError
-from reconciler.load import (
+from reconciler.desired.load import (
     DANGLING_LINK,
     LEAVES_DIRECTORY,
     NOT_REGULAR,
@@ -32,6 +31,7 @@ from reconciler.load import (
     is_desired_name,
     write_refused,
 )
+from reconciler.errors import ReconcilerError
 
 KEEP_SNAPSHOTS = 4
 
@@ -301,7 +301,7 @@ class DirectorySource:
         return f"dir {self.directory}"
 
     def _revision(self) -> str:
-        from reconciler import revision  # the core helper's module: git sha when clean, else a hash
+        from reconciler.desired import revision  # the core helper's module: git sha when clean, else a hash
 
         return revision.revision_of(self.directory)
 

@@ -1,0 +1,1 @@
+"""The GitOps loop: sources → plan → apply (observe, decide, swap, verify, record) → history."""

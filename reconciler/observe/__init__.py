@@ -1,0 +1,1 @@
+"""Observation: status, dashboard, metrics, doctor, SIP checks, the HTTP server."""
