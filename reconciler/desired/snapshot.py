@@ -47,9 +47,9 @@ def _plain(value: Any, secrets: Mapping[str, str], key: bytes) -> Any:
     return value
 
 
-def _item(model: Any, secrets: Mapping[str, str], key: bytes) -> dict[str, Any]:
+def _item_deep(model: Any, secrets: Mapping[str, str], key: bytes) -> dict[str, Any]:
     # Attribute access keeps SecretRef instances (model_dump would turn them into plain str).
-    return {name: _plain(getattr(model, name), secrets, key) for name in type(model).model_fields}
+    return {name: _nested(getattr(model, name), secrets, key) for name in type(model).model_fields}
 
 
 def _objects(state: DesiredState) -> Iterator[tuple[str, Any]]:
@@ -66,7 +66,7 @@ def _objects(state: DesiredState) -> Iterator[tuple[str, Any]]:
 
 def _nested(value: Any, secrets: Mapping[str, str], key: bytes) -> Any:
     if hasattr(type(value), "model_fields"):
-        return _item(value, secrets, key)
+        return _item_deep(value, secrets, key)
     if isinstance(value, list):
         return [_nested(v, secrets, key) for v in value]
     return _plain(value, secrets, key)
@@ -99,8 +99,7 @@ class Snapshot:
 
 def snapshot_of(state: DesiredState, secrets: Mapping[str, str], key: bytes) -> Snapshot:
     """The objects of `state`, each field plain data, secret references as keyed digests."""
-    objects = {k: {n: _nested(getattr(m, n), secrets, key) for n in type(m).model_fields} for k, m in _objects(state)}
-    return Snapshot(objects)
+    return Snapshot({k: _item_deep(m, secrets, key) for k, m in _objects(state)})
 
 
 @dataclass(frozen=True)
