@@ -64,6 +64,9 @@ fi > /etc/asterisk/role-modules.conf
 chown root:asterisk /etc/asterisk/role-modules.conf
 chmod 0640 /etc/asterisk/role-modules.conf
 
+# The AMI control channel (manager.conf, its generated secret): one script owns it.
+/usr/local/bin/ami-setup.sh "$ROLE"
+
 if [ "$#" -gt 0 ]; then
     exec "$@"
 fi
