@@ -269,7 +269,7 @@ def heal(client: AsteriskClient, state: DesiredState, degraded: Mapping[str, str
     outcome = client.reload(
         [PJSIP_RELOAD], queries=[f"pjsip show identify {identify_name(n)}" for n in resolving]
     )
-    files = {}  # problems are matched by object names here, the render is not needed
+    files: dict[str, str] = {}  # problems are matched by object names here, the render is not needed
     judged = judge_reload(parse_reload_log(outcome.log_lines), outcome.log_lines, state, files)
     reasons = degraded_record(judged.issues)
     healed = []

@@ -188,9 +188,9 @@ def _dialplan_item(
         return None
     if context.startswith("from-"):
         provider = context.removeprefix("from-")
-        for i, route in enumerate(state.inbound):
-            if route.provider == provider and route.did == exten:
-                return ("inbound", i), f"DID {route.did}"
+        for i, inbound in enumerate(state.inbound):
+            if inbound.provider == provider and inbound.did == exten:
+                return ("inbound", i), f"DID {inbound.did}"
         j = _provider_index(state, provider)
         return (("providers", j), f"provider {provider}") if j is not None else None
     return None  # [general], [gitops-meta] (the revision marker) or a context a template added
