@@ -61,6 +61,8 @@ class Settings:
     ami_secret: str | None = field(default=None, repr=False)
     ami_secret_file: Path | None = None
     ami_container_secret_path: str = AMI_CONTAINER_SECRET_PATH
+    # host:port of the PBX's own SIP transport (UDP) for the "serves SIP" probe of /healthz.
+    sip_probe: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -83,5 +85,6 @@ class Settings:
             ami_secret_file=Path(env["RECONCILER_AMI_SECRET_FILE"])
             if env.get("RECONCILER_AMI_SECRET_FILE")
             else None,
+            sip_probe=env.get("RECONCILER_SIP_PROBE") or None,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
