@@ -75,7 +75,7 @@ bindaddr = $AMI_BIND
 port = $AMI_PORT
 webenabled = no
 displayconnects = no
-; a session that says nothing for this long is closed; the reconciler reconnects
+; a connection must log in within 5 s (the reconciler reconnects when Asterisk closes a session)
 authtimeout = 5
 authlimit = 10
 
