@@ -144,7 +144,7 @@ def sip_probe_from(
 def _optional(module: str) -> Any | None:
     """A status-helper module, or None while it is not there yet."""
     try:
-        return importlib.import_module(f"reconciler.{module}")
+        return importlib.import_module(f"reconciler.observe.{module}")
     except ImportError:
         return None
 
