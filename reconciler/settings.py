@@ -15,6 +15,8 @@ from pathlib import Path
 # installed package finds its data through importlib.resources instead.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_PACKAGE = "reconciler.templates"
+# Where asterisk/ami-setup.sh keeps the AMI secret it generated (root-only, in the managed volume).
+AMI_CONTAINER_SECRET_PATH = "/etc/asterisk/managed/.gitops/ami.secret"
 
 
 def packaged_templates_dir() -> Path:
@@ -27,6 +29,13 @@ def packaged_templates_dir() -> Path:
         return REPO_ROOT / "templates"
     # Jinja2's FileSystemLoader needs a directory on disk; pip always installs packages unzipped.
     return Path(str(root))
+
+
+def _port(value: str | None, default: int) -> int:
+    """A TCP port from the environment; a value that is not one falls back to `default`."""
+    if value and value.strip().isdigit() and 0 < int(value) < 65536:
+        return int(value)
+    return default
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,17 @@ class Settings:
     env_file: Path = Path(".env")
     secrets_dir: Path = Path("/run/secrets")
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    # The AMI control channel (reconciler.asterisk.control): on loopback beside Asterisk. The secret
+    # is RECONCILER_AMI_SECRET, else the file RECONCILER_AMI_SECRET_FILE, else (with Docker) read
+    # once from `ami_container_secret_path` in the container.
+    ami_enabled: bool = True
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_secret: str | None = field(default=None, repr=False)
+    ami_secret_file: Path | None = None
+    ami_container_secret_path: str = AMI_CONTAINER_SECRET_PATH
+    # host:port of the PBX's own SIP transport (UDP) for the "serves SIP" probe of /healthz.
+    sip_probe: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -58,5 +78,13 @@ class Settings:
             env_file=Path(env.get("RECONCILER_ENV_FILE", ".env")),
             secrets_dir=Path(env.get("RECONCILER_SECRETS_DIR", "/run/secrets")),
             environ=dict(env),
+            ami_enabled=env.get("RECONCILER_AMI", "on").lower() not in ("off", "no", "0", "false"),
+            ami_host=env.get("RECONCILER_AMI_HOST", "127.0.0.1"),
+            ami_port=_port(env.get("RECONCILER_AMI_PORT"), 5038),
+            ami_secret=env.get("RECONCILER_AMI_SECRET") or None,
+            ami_secret_file=Path(env["RECONCILER_AMI_SECRET_FILE"])
+            if env.get("RECONCILER_AMI_SECRET_FILE")
+            else None,
+            sip_probe=env.get("RECONCILER_SIP_PROBE") or None,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -11,7 +11,11 @@ about itself (a `LoopProbe`, taken by `WatchLoop.probe()`) against a `HealthPoli
   worker is judged by the reconcile's duration);
 - no trigger has waited long for an idle worker.
 
-Pure: no clock, no I/O; the probe carries the ages.
+- and, when the watch loop is given a SIP probe, the PBX answers SIP on its own transport
+  (`with_sip`): after a restart a large PBX is "fully booted" seconds before it serves REGISTERs.
+
+Pure: no clock, no I/O; the probe carries the ages (the SIP probe's answer is taken by the caller,
+`reconciler.asterisk.sipready.sip_answers`).
 """
 
 from __future__ import annotations
@@ -122,3 +126,29 @@ def assess(probe: LoopProbe, policy: HealthPolicy) -> Health:
             "for an idle worker that takes nothing"
         )
     return Health(not reasons, tuple(reasons), details)
+
+
+@dataclass(frozen=True)
+class SipProbe:
+    """One OPTIONS to the PBX's own transport: where, and how long the answer took (None: none)."""
+
+    target: str  # host:port/udp
+    answered_s: float | None
+
+
+def with_sip(health: Health, probe: SipProbe | None) -> Health:
+    """The loop's verdict plus "the PBX serves SIP": unhealthy when the OPTIONS got no answer."""
+    if probe is None:
+        return health
+    details = {
+        **health.details,
+        "sip": {
+            "target": probe.target,
+            "answers": probe.answered_s is not None,
+            "rtt_ms": None if probe.answered_s is None else round(probe.answered_s * 1000, 1),
+        },
+    }
+    if probe.answered_s is not None:
+        return Health(health.ok, health.reasons, details)
+    reason = f"the PBX does not answer SIP on {probe.target} (still loading after a restart, or down)"
+    return Health(False, (*health.reasons, reason), details)

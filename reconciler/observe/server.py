@@ -4,7 +4,8 @@ Routes:
 - `POST /hooks/git`: GitHub (`X-Hub-Signature-256`, HMAC-SHA256 of the body) or GitLab
   (`X-Gitlab-Token`). A missing or wrong signature gets 401 and triggers nothing; a body over
   `MAX_BODY` gets 413; a valid push gets 202 and one trigger into the loop's queue.
-- `GET /healthz`: 200 while the loop works, else 503 with the reasons (`reconciler.gitops.health`).
+- `GET /healthz`: 200 while the loop works (and, with RECONCILER_SIP_PROBE, the PBX answers SIP), else
+  503 with the reasons (`reconciler.gitops.health`).
 - `GET /api/status`, `GET /`, `GET /metrics`: the status helper's `status`, `web` and `metrics`
   modules; 503 while one of them is not available.
 
@@ -38,8 +39,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from reconciler.asterisk.sipready import sip_answers
 from reconciler.errors import ReconcilerError
-from reconciler.gitops.health import Health
+from reconciler.gitops.health import Health, SipProbe, with_sip
 from reconciler.gitops.history import History, LoopState
 from reconciler.settings import Settings
 
@@ -118,12 +120,31 @@ class ServerContext:
     head_from_loop: bool = False
     health: Callable[[], Health] = Health
     loop_info: Callable[[], dict[str, Any]] = dict
+    # "The PBX serves SIP" for /healthz (None: not probed); `sip_probe_from(settings)` makes one.
+    sip_probe: Callable[[], SipProbe] | None = None
+
+
+SIP_PROBE_TIMEOUT_S = 2.0  # under the compose health check's 5 s timeout
+
+
+def sip_probe_from(
+    settings: Settings, timeout_s: float = SIP_PROBE_TIMEOUT_S
+) -> Callable[[], SipProbe] | None:
+    """A probe of `settings.sip_probe` (host:port, RECONCILER_SIP_PROBE), or None when unset."""
+    if not settings.sip_probe:
+        return None
+    host, port = parse_listen(settings.sip_probe)
+
+    def probe() -> SipProbe:
+        return SipProbe(f"{host}:{port}/udp", sip_answers(host, port, timeout_s))
+
+    return probe
 
 
 def _optional(module: str) -> Any | None:
     """A status-helper module, or None while it is not there yet."""
     try:
-        return importlib.import_module(f"reconciler.{module}")
+        return importlib.import_module(f"reconciler.observe.{module}")
     except ImportError:
         return None
 
@@ -337,6 +358,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         health = self.context.health()
+        if self.context.sip_probe is not None:
+            health = with_sip(health, self.context.sip_probe())
         state = LoopState.load(self.context.settings)
         payload = {**health.as_json(), "suspended": state.suspended, **self.context.loop_info()}
         self._json(HTTPStatus.OK if health.ok else HTTPStatus.SERVICE_UNAVAILABLE, payload)

@@ -155,6 +155,9 @@ class AsteriskContainer:
         self.image = image
         self.name = f"{name_prefix}-{purpose}-{secrets.token_hex(4)}"
         self.sip_port: int = ports.reserve_port()
+        # AMI (asterisk/ami-setup.sh) on 127.0.0.1 at a port of its own: two Asterisks on one
+        # port would fail silently, as SIP does.
+        self.ami_port: int = ports.reserve_port()
         self.rtp_range: tuple[int, int] = ports.reserve_rtp_range()
         self._files: dict[str, bytes] = {}
         self._volumes: list[tuple[str, str]] = []
@@ -191,6 +194,7 @@ class AsteriskContainer:
             .with_name(self.name)
             .with_env("RTP_START", str(self.rtp_range[0]))
             .with_env("RTP_END", str(self.rtp_range[1]))
+            .with_env("AMI_PORT", str(self.ami_port))
         )
         if self.role is not None:
             container.with_command(self.role)
@@ -256,6 +260,7 @@ class AsteriskContainer:
             finally:
                 client.close()
         ports.release_port(self.sip_port)
+        ports.release_port(self.ami_port)
         ports.release_rtp_range(self.rtp_range)
 
     def docker_restart(self, boot_timeout_s: float = 30.0) -> None:
@@ -286,6 +291,21 @@ class AsteriskContainer:
         if self._container is None:
             raise HarnessError(f"{self.name} is not running")
         return self._container.get_wrapped_container()
+
+    # --- AMI -------------------------------------------------------------------------------------
+
+    def ami_secret(self) -> str:
+        """The AMI secret ami-setup.sh generated in this container's managed volume."""
+        from reconciler.settings import AMI_CONTAINER_SECRET_PATH
+
+        code, out = self.exec(["cat", AMI_CONTAINER_SECRET_PATH])
+        if code != 0 or not out.strip():
+            raise HarnessError(f"{self.name} has no AMI secret at {AMI_CONTAINER_SECRET_PATH}: {out[:200]}")
+        return out.strip()
+
+    def ami_settings(self, base: Settings) -> Settings:
+        """`base` pointed at this container's AMI (port and secret)."""
+        return replace(base, ami_host=ports.LOOPBACK, ami_port=self.ami_port, ami_secret=self.ami_secret())
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -576,7 +596,8 @@ class PbxStack:
     def settings(self, desired_dir: Path | None = None, templates_dir: Path | None = None) -> Settings:
         """Settings that point the reconciler at this PBX, with the secrets in `environ` only."""
         base = isolated_settings(self.pbx.name, self.workdir, self.secrets)
-        base = replace(base, desired_dir=desired_dir or self.desired_dir)
+        # the AMI port of this PBX; its secret is read from the container (as `open_control` does)
+        base = replace(base, desired_dir=desired_dir or self.desired_dir, ami_port=self.pbx.ami_port)
         return replace(base, templates_dir=templates_dir) if templates_dir else base
 
     def client(self) -> AsteriskClient:

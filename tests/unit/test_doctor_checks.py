@@ -95,3 +95,26 @@ def test_managed_config_needs_state_json_and_matching_markers() -> None:
     assert stale.verdict is Verdict.FAIL and "marker" in stale.detail
     missing = _managed_config_check({"state": "", "meta": ""}, None)
     assert missing.verdict is Verdict.FAIL and "reconciler apply" in (missing.fix or "")
+
+
+def test_extensions_registered_comes_from_the_contacts_and_configured_from_a_bounded_sample() -> None:
+    from reconciler.desired.model import DesiredState
+    from reconciler.observe import doctor
+
+    state = DesiredState.model_validate(
+        {"extensions": [{"number": str(40000 + i), "name": f"E{i}", "password": "${E}"} for i in range(100)]}
+    )
+    sample = doctor.existence_sample(state)
+    assert len(sample) == doctor.EXISTENCE_SAMPLE
+    contacts = (
+        "\n  Contact:  <Aor/ContactUri..............................> <Hash....> <Status> <RTT(ms)..>\n"
+        + "=" * 90
+        + "\n\n  Contact:  40001/sip:40001@127.0.0.1:5091                 60d3445266 NonQual        -nan\n"
+        + "\nObjects found: 1\n\n"
+    )
+    present = {n: f"\n Endpoint:  {n}/{n}    Unavailable   0 of inf\n" for n in sample}
+    check = doctor._extension_check({"contacts": contacts, "sample": present}, state)
+    assert check.name == "extensions registered" and check.detail.startswith("1 of 100 registered")
+    present[sample[3]] = "Unable to find object x.\n"
+    check = doctor._extension_check({"contacts": contacts, "sample": present}, state)
+    assert check.name == "extensions configured" and sample[3] in check.detail
