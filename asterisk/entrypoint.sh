@@ -68,6 +68,8 @@ for f in "$STORE_DB" "$STORE_DB-wal" "$STORE_DB-shm"; do
 done
 setpriv --reuid=asterisk --regid=asterisk --init-groups \
     sqlite3 -bail "$STORE_DB" < /usr/local/share/asterisk-gitops/realtime-schema.sql > /dev/null
+# It holds passwords: Asterisk's user only (SQLite gives -wal/-shm the mode of the database file).
+chmod 0600 "$STORE_DB"
 
 # modules.conf `#tryinclude`s role-modules.conf: empty for the PBX, which never loads FILE().
 if [ "$ROLE" = carrier ]; then

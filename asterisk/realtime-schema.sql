@@ -5,7 +5,9 @@ CREATE TABLE IF NOT EXISTS ps_auths (id TEXT PRIMARY KEY NOT NULL, auth_type TEX
 CREATE TABLE IF NOT EXISTS gitops_undo_ps_auths (id TEXT PRIMARY KEY NOT NULL, auth_type TEXT, username TEXT, password TEXT);
 CREATE TABLE IF NOT EXISTS ps_aors (id TEXT PRIMARY KEY NOT NULL, max_contacts TEXT, remove_existing TEXT, qualify_frequency TEXT);
 CREATE TABLE IF NOT EXISTS gitops_undo_ps_aors (id TEXT PRIMARY KEY NOT NULL, max_contacts TEXT, remove_existing TEXT, qualify_frequency TEXT);
-CREATE TABLE IF NOT EXISTS ps_voicemail (mailbox TEXT PRIMARY KEY NOT NULL, context TEXT, password TEXT, fullname TEXT, email TEXT);
-CREATE TABLE IF NOT EXISTS gitops_undo_ps_voicemail (mailbox TEXT PRIMARY KEY NOT NULL, context TEXT, password TEXT, fullname TEXT, email TEXT);
+CREATE TABLE IF NOT EXISTS ps_voicemail (uniqueid INTEGER, mailbox TEXT PRIMARY KEY NOT NULL, context TEXT, password TEXT, fullname TEXT, email TEXT);
+CREATE TABLE IF NOT EXISTS gitops_undo_ps_voicemail (uniqueid INTEGER, mailbox TEXT PRIMARY KEY NOT NULL, context TEXT, password TEXT, fullname TEXT, email TEXT);
+CREATE TABLE IF NOT EXISTS gitops_applied (id TEXT PRIMARY KEY NOT NULL, hash TEXT);
+CREATE TABLE IF NOT EXISTS gitops_undo_gitops_applied (id TEXT PRIMARY KEY NOT NULL, hash TEXT);
 CREATE TABLE IF NOT EXISTS gitops_undo_ids (tbl TEXT NOT NULL, id TEXT);
 CREATE TABLE IF NOT EXISTS gitops_meta (k TEXT PRIMARY KEY NOT NULL, v TEXT);

@@ -21,7 +21,9 @@ Asterisk keeps the DB file's inode open: the file is only ever written in place,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import json
 import posixpath
 import re
@@ -45,6 +47,7 @@ ENDPOINTS = "ps_endpoints"
 AUTHS = "ps_auths"
 AORS = "ps_aors"
 VOICEMAIL = "ps_voicemail"  # the `voicemail` realtime family (extconfig.conf) maps to this table
+APPLIED = "gitops_applied"  # number → keyed hash of its rows as last applied (not in the digest)
 UNDO_IDS = "gitops_undo_ids"
 META = "gitops_meta"
 UNDO_PREFIX = "gitops_undo_"
@@ -75,8 +78,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     AUTHS: ("id", "auth_type", "username", "password"),
     AORS: ("id", "max_contacts", "remove_existing", "qualify_frequency"),
     VOICEMAIL: ("mailbox", "context", "password", "fullname", "email"),
+    APPLIED: ("id", "hash"),
 }
-KEY: dict[str, str] = {ENDPOINTS: "id", AUTHS: "id", AORS: "id", VOICEMAIL: "mailbox"}
+KEY: dict[str, str] = {ENDPOINTS: "id", AUTHS: "id", AORS: "id", VOICEMAIL: "mailbox", APPLIED: "id"}
+# app_voicemail updates a mailbox by its `uniqueid` (an integer the table assigns).
+_EXTRA_DDL: dict[str, str] = {VOICEMAIL: "uniqueid INTEGER, "}
 TABLES: tuple[str, ...] = tuple(COLUMNS)
 
 Row = dict[str, str]
@@ -125,7 +131,9 @@ def schema_sql() -> str:
     lines = ["PRAGMA journal_mode=WAL;"]
     for table, columns in COLUMNS.items():
         key = KEY[table]
-        cols = ", ".join(f"{c} TEXT PRIMARY KEY NOT NULL" if c == key else f"{c} TEXT" for c in columns)
+        cols = _EXTRA_DDL.get(table, "") + ", ".join(
+            f"{c} TEXT PRIMARY KEY NOT NULL" if c == key else f"{c} TEXT" for c in columns
+        )
         lines.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols});")
         lines.append(f"CREATE TABLE IF NOT EXISTS {UNDO_PREFIX}{table} ({cols});")
     lines.append(f"CREATE TABLE IF NOT EXISTS {UNDO_IDS} (tbl TEXT NOT NULL, id TEXT);")
@@ -195,16 +203,34 @@ def rows_for(ext: Extension, state: DesiredState, secrets: Mapping[str, str]) ->
 
 def keys_for(number: str) -> dict[str, str]:
     """table → key of every row an extension `number` may have (whether or not it has them)."""
-    return {ENDPOINTS: number, AUTHS: auth_id(number), AORS: number, VOICEMAIL: number}
+    return {ENDPOINTS: number, AUTHS: auth_id(number), AORS: number, VOICEMAIL: number, APPLIED: number}
 
 
-def desired_rows(state: DesiredState, secrets: Mapping[str, str]) -> Rows:
-    """Every row of the desired store: table → key → row."""
+def row_hash(rows: Mapping[str, Row], key: bytes) -> str:
+    """A keyed hash of an extension's rows: equal rows, equal hash; no value can be read from it."""
+    text = json.dumps(rows, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def desired_rows(state: DesiredState, secrets: Mapping[str, str], key: bytes) -> Rows:
+    """Every row of the desired store: table → key → row, with each extension's `gitops_applied`
+    row holding the keyed hash of its other rows."""
     out: Rows = {t: {} for t in TABLES}
     for ext in state.extensions:
-        for table, row in rows_for(ext, state, secrets).items():
+        rows = rows_for(ext, state, secrets)
+        rows[APPLIED] = {"id": ext.number, "hash": row_hash(rows, key)}
+        for table, row in rows.items():
             out[table][row[KEY[table]]] = row
     return out
+
+
+def changed_numbers(desired: Rows, applied: Mapping[str, str]) -> list[str]:
+    """The extensions whose rows differ between `desired` and the `applied` hashes (number → hash,
+    as `parse_read` returns them): added, changed and removed ones. O(n) dict lookups."""
+    want = {n: r["hash"] for n, r in desired[APPLIED].items()}
+    out = [n for n, h in want.items() if applied.get(n) != h]
+    out += [n for n in applied if n not in want]
+    return sorted(out)
 
 
 # --- the SQL texts ----------------------------------------------------------------------------
@@ -222,14 +248,22 @@ def _clear_undo() -> list[str]:
     return [f"DELETE FROM {UNDO_IDS};"] + [f"DELETE FROM {UNDO_PREFIX}{t};" for t in TABLES]
 
 
-def delta_sql(numbers: Iterable[str], rows: Mapping[str, Mapping[str, Row]], token: str) -> str:
+def _key_line(key: bytes | None) -> list[str]:
+    if key is None:
+        return []
+    return [f"INSERT OR REPLACE INTO {META}(k,v) VALUES ('key',{sql_quote(key.hex())});"]
+
+
+def delta_sql(
+    numbers: Iterable[str], rows: Mapping[str, Mapping[str, Row]], token: str, key: bytes | None = None
+) -> str:
     """The one transaction that makes the store hold, for the extensions `numbers`, exactly the
     rows in `rows` (table → key → row; an extension absent there is removed). The current rows of
     those ids are saved first, so `undo_sql(token)` can put them back. O(len(numbers))."""
     keys: dict[str, list[str]] = {t: [] for t in TABLES}
     for number in sorted(set(numbers)):
-        for table, key in keys_for(number).items():
-            keys[table].append(key)
+        for table, row_key in keys_for(number).items():
+            keys[table].append(row_key)
     lines = _clear_undo()
     for table in TABLES:
         if not keys[table]:
@@ -244,11 +278,12 @@ def delta_sql(numbers: Iterable[str], rows: Mapping[str, Mapping[str, Row]], tok
         lines.append(f"DELETE FROM {table} WHERE {key_col} IN {ids};")
         new = [rows.get(table, {}).get(k) for k in keys[table]]
         lines += _inserts(table, [r for r in new if r is not None])
+    lines += _key_line(key)
     lines.append(f"INSERT OR REPLACE INTO {META}(k,v) VALUES ('delta',{sql_quote(token)});")
     return _prologue() + "\n".join(lines) + "\nCOMMIT;\n"
 
 
-def rewrite_sql(rows: Mapping[str, Mapping[str, Row]], token: str) -> str:
+def rewrite_sql(rows: Mapping[str, Mapping[str, Row]], token: str, key: bytes | None = None) -> str:
     """The heal: every store table holds exactly `rows` afterwards; the whole previous content is
     saved for `undo_sql(token)`. O(n): for drift, and for the first apply onto a store."""
     lines = _clear_undo()
@@ -257,6 +292,7 @@ def rewrite_sql(rows: Mapping[str, Mapping[str, Row]], token: str) -> str:
         lines.append(f"INSERT INTO {UNDO_PREFIX}{table} SELECT * FROM {table};")
         lines.append(f"DELETE FROM {table};")
         lines += _inserts(table, [rows.get(table, {})[k] for k in sorted(rows.get(table, {}))])
+    lines += _key_line(key)
     lines.append(f"INSERT OR REPLACE INTO {META}(k,v) VALUES ('delta',{sql_quote(token)});")
     return _prologue() + "\n".join(lines) + "\nCOMMIT;\n"
 
@@ -301,6 +337,38 @@ def settle_sql(token: str) -> str:
 
 
 DIGEST_COMMAND = f".timeout {BUSY_TIMEOUT_MS}\n.sha3sum {DIGEST_PATTERN}\n"
+# What the read exec asks: the digest, the hash key and each extension's applied hash.
+READ_COMMAND = (
+    DIGEST_COMMAND
+    + f"SELECT 'key '||v FROM {META} WHERE k='key';\n"
+    + f"SELECT 'applied '||id||' '||hash FROM {APPLIED};\n"
+)
+
+
+@dataclass(frozen=True)
+class StoreRead:
+    """What the read exec learnt of the store: its digest (None: no store or unreadable), the key
+    of the applied hashes and the applied hash per extension number."""
+
+    digest: str | None
+    key: bytes | None
+    applied: dict[str, str]
+
+
+def parse_read(text: str) -> StoreRead:
+    key: bytes | None = None
+    applied: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("key "):
+            with contextlib.suppress(ValueError):
+                key = bytes.fromhex(line[4:].strip())
+        elif line.startswith("applied "):
+            parts = line.split(" ")
+            if len(parts) == 3:
+                applied[parts[1]] = parts[2]
+    return StoreRead(parse_digest(text), key, applied)
+
+
 NO_STORE = "no-store"
 
 
@@ -359,9 +427,10 @@ def sqlite_step(sql_path: str, bail: bool = True) -> str:
     )
 
 
-def digest_step() -> str:
-    """Shell: print the live store digest (or `no-store` when the DB file is absent)."""
-    cmd = shlex.quote(DIGEST_COMMAND)
+def digest_step(command: str = DIGEST_COMMAND) -> str:
+    """Shell: print the live store digest (or `no-store` when the DB file is absent); with
+    `READ_COMMAND`, also the key and the applied hashes."""
+    cmd = shlex.quote(command)
     return (
         f"if [ -f {shlex.quote(DB_PATH)} ]; then printf %s {cmd} | "
         f"setpriv --reuid={DB_USER} --regid={DB_USER} --init-groups sqlite3 -bail {shlex.quote(DB_PATH)} "
@@ -383,3 +452,89 @@ class StoreChange:
 
     def __bool__(self) -> bool:
         return bool(self.numbers)
+
+
+# --- verification sized to the change: one object at a time ------------------------------------
+
+VERIFY_CAP = 20  # at most this many changed extensions are asked about one by one
+_ENDPOINT_QUERY = "pjsip show endpoint "
+_AOR_QUERY = "pjsip show aor "
+_NOT_FOUND = re.compile(r"Unable to find object|No objects found", re.I)
+
+
+def endpoint_query(object_id: str) -> str:
+    return _ENDPOINT_QUERY + object_id
+
+
+def aor_query(object_id: str) -> str:
+    return _AOR_QUERY + object_id
+
+
+def is_endpoint_query(query: str) -> bool:
+    return query.startswith(_ENDPOINT_QUERY)
+
+
+def queried_id(query: str) -> str:
+    return query.rsplit(" ", 1)[-1]
+
+
+def endpoint_found(out: str) -> bool:
+    """Whether `pjsip show endpoint X` (or `pjsip show aor X`) found the object."""
+    return bool(out.strip()) and not _NOT_FOUND.search(out) and ("Endpoint:" in out or "Aor:" in out)
+
+
+def _field(out: str, name: str) -> str | None:
+    m = re.search(rf"^\s*{re.escape(name)}\s*:\s*(.*?)\s*$", out, re.M)
+    return m[1] if m else None
+
+
+def unregister_command(number: str) -> str:
+    """The CLI command that drops the registered contacts of extension `number` (astdb keys
+    `/registrar/contact/<aor>;@<hash>`): deleting the store rows leaves them live until they expire."""
+    if not number.isdigit():
+        raise ValueError(f"not an extension number: {number!r}")
+    return f"database query \"DELETE FROM astdb WHERE key LIKE '/registrar/contact/{number};@%'\""
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def verification_plan(present: Iterable[str], absent: Iterable[str]) -> tuple[list[str], list[str], int]:
+    """(queries, the numbers they check, how many changed extensions were left unchecked): the
+    first VERIFY_CAP changed extensions are asked about, endpoint then aor each."""
+    todo = [(n, True) for n in sorted(present)] + [(n, False) for n in sorted(absent)]
+    picked = todo[:VERIFY_CAP]
+    queries: list[str] = []
+    for n, _ in picked:
+        queries += [endpoint_query(n), aor_query(n)]
+    return queries, [f"{'+' if want else '-'}{n}" for n, want in picked], len(todo) - len(picked)
+
+
+def judge(checked: Sequence[str], outputs: Sequence[str], skipped: int) -> list[StoreCheck]:
+    """The answers to `verification_plan`'s queries, two per checked extension."""
+    checks = []
+    for i, tag in enumerate(checked):
+        want, n = tag[0] == "+", tag[1:]
+        ep, aor = outputs[2 * i], outputs[2 * i + 1]
+        if want:
+            problems = []
+            if not endpoint_found(ep):
+                problems.append("endpoint not found")
+            else:
+                if _field(ep, "context") != "internal":
+                    problems.append(f"context {_field(ep, 'context')!r}")
+                if _field(ep, "auth") != auth_id(n):
+                    problems.append(f"auth {_field(ep, 'auth')!r}")
+            if not endpoint_found(aor):
+                problems.append("aor not found")
+            checks.append(StoreCheck(f"extension {n} live in the store", not problems, "; ".join(problems)))
+        else:
+            gone = not endpoint_found(ep) and not endpoint_found(aor)
+            checks.append(StoreCheck(f"extension {n} removed", gone, "" if gone else "still found"))
+    if skipped:
+        checks.append(StoreCheck(f"{skipped} more changed extension(s) not asked about one by one", True))
+    return checks
