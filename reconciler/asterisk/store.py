@@ -77,12 +77,12 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     AUTHS: ("id", "auth_type", "username", "password"),
     AORS: ("id", "max_contacts", "remove_existing", "qualify_frequency"),
-    VOICEMAIL: ("mailbox", "context", "password", "fullname", "email"),
+    # app_voicemail updates a mailbox by `uniqueid`: the extension number (digits) serves.
+    VOICEMAIL: ("mailbox", "uniqueid", "context", "password", "fullname", "email"),
     APPLIED: ("id", "hash"),
 }
 KEY: dict[str, str] = {ENDPOINTS: "id", AUTHS: "id", AORS: "id", VOICEMAIL: "mailbox", APPLIED: "id"}
-# app_voicemail updates a mailbox by its `uniqueid` (an integer the table assigns).
-_EXTRA_DDL: dict[str, str] = {VOICEMAIL: "uniqueid INTEGER, "}
+
 TABLES: tuple[str, ...] = tuple(COLUMNS)
 
 Row = dict[str, str]
@@ -131,11 +131,11 @@ def schema_sql() -> str:
     lines = ["PRAGMA journal_mode=WAL;"]
     for table, columns in COLUMNS.items():
         key = KEY[table]
-        cols = _EXTRA_DDL.get(table, "") + ", ".join(
-            f"{c} TEXT PRIMARY KEY NOT NULL" if c == key else f"{c} TEXT" for c in columns
-        )
-        lines.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols});")
-        lines.append(f"CREATE TABLE IF NOT EXISTS {UNDO_PREFIX}{table} ({cols});")
+        cols = ", ".join(f"{c} TEXT PRIMARY KEY NOT NULL" if c == key else f"{c} TEXT" for c in columns)
+        # WITHOUT ROWID: rows are kept in key order, so the digest depends on the content only
+        # (not on the order rows were written: an undo re-inserts them).
+        lines.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols}) WITHOUT ROWID;")
+        lines.append(f"CREATE TABLE IF NOT EXISTS {UNDO_PREFIX}{table} ({cols}) WITHOUT ROWID;")
     lines.append(f"CREATE TABLE IF NOT EXISTS {UNDO_IDS} (tbl TEXT NOT NULL, id TEXT);")
     lines.append(f"CREATE TABLE IF NOT EXISTS {META} (k TEXT PRIMARY KEY NOT NULL, v TEXT);")
     return "\n".join(lines) + "\n"
@@ -191,6 +191,7 @@ def rows_for(ext: Extension, state: DesiredState, secrets: Mapping[str, str]) ->
     if box is not None:
         mailbox: Row = {
             "mailbox": n,
+            "uniqueid": n,
             "context": VOICEMAIL_CONTEXT,
             "password": mailbox_pin(ext, secrets),
             "fullname": ext.name,

@@ -802,9 +802,7 @@ class _Apply:
         restart = bool(restart_reasons)
         commands = _reloads_for(reload_names)
         reloads = (*commands, opts.restart.command) if restart else commands
-        changed_files = tuple(written) or tuple(reload_names)
-        if store.sql:
-            changed_files = (*changed_files, store_mod.DB_FILE)
+        changed_files = tuple(written) or tuple(reload_names)  # the store's part is named in `changes`
         if dry_run:
             return result(
                 unchanged=False,
