@@ -55,6 +55,22 @@ writeprotect = yes
 placeholder voicemail.conf "[general]
 "
 
+# The realtime store (extensions as rows, see res_config_sqlite3.conf): created with its schema when
+# absent, as the asterisk user (Asterisk must own the -wal/-shm files), before Asterisk opens it (it
+# would create an empty file). An existing store is only ever written in place: Asterisk keeps the
+# inode it opened. The schema is idempotent, so an older store gains missing tables.
+STORE_DB=/etc/asterisk/managed/store/realtime.sqlite3
+mkdir -p "$(dirname "$STORE_DB")"
+chown asterisk:asterisk "$(dirname "$STORE_DB")"
+chmod 0770 "$(dirname "$STORE_DB")"
+for f in "$STORE_DB" "$STORE_DB-wal" "$STORE_DB-shm"; do
+    if [ -e "$f" ]; then chown asterisk:asterisk "$f"; fi
+done
+setpriv --reuid=asterisk --regid=asterisk --init-groups \
+    sqlite3 -bail "$STORE_DB" < /usr/local/share/asterisk-gitops/realtime-schema.sql > /dev/null
+# It holds passwords: Asterisk's user only (SQLite gives -wal/-shm the mode of the database file).
+chmod 0600 "$STORE_DB"
+
 # modules.conf `#tryinclude`s role-modules.conf: empty for the PBX, which never loads FILE().
 if [ "$ROLE" = carrier ]; then
     printf '; Written by the container entrypoint (role: carrier); do not edit.\nload = func_env.so\nload = func_timeout.so\n'

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.asterisk import lease as lease_mod
+from reconciler.asterisk import store as store_mod
 from reconciler.asterisk.journal import (
     JOURNAL_PATH,
     LAST_GOOD,
@@ -51,6 +52,7 @@ from reconciler.asterisk.lease import (
 )
 from reconciler.asterisk.providers_health import HostLookup, lookup_step, parse_lookups
 from reconciler.asterisk.restart import BOOT_TIMEOUT_S, CHANNELS_COUNT, RestartPolicy
+from reconciler.asterisk.store import StoreRead
 from reconciler.errors import AsteriskUnavailable, ManagedWriteFailed, ReconcilerError
 from reconciler.markers import (
     DIALPLAN_QUERY,
@@ -80,6 +82,7 @@ FILE_OWNER = "asterisk:asterisk"
 FILE_MODE = "0640"  # managed files and state.json hold passwords: never world-readable
 STALE_TMP_MINUTES = 10  # temp dirs of a crashed apply older than this are removed by the next one
 _FAILED = re.compile(r"^FAILED (.*)$", re.M)
+STORE_SQL = "store.sql"  # the store's SQL, staged in the transaction's temp dir
 
 
 class AsteriskCommandFailed(ReconcilerError):
@@ -148,6 +151,7 @@ class LiveRead:
     now: int | None = None
     boot_id: str | None = None
     box: str | None = None  # the container run (see reconciler.asterisk.lease)
+    store: StoreRead = field(default_factory=lambda: StoreRead(None, None, {}))
 
 
 @dataclass(frozen=True)
@@ -434,6 +438,7 @@ class AsteriskClient:
             rx_command(DIALPLAN_QUERY),
             f'date +%s; echo "{self._boot_id_expr()}"; cut -d" " -f22 /proc/1/stat 2>/dev/null',
         ]
+        steps.append(store_mod.digest_step(store_mod.READ_COMMAND))
         if resolve:
             steps.append(lookup_step(resolve))
         try:
@@ -458,7 +463,7 @@ class AsteriskClient:
                 pjsip_rev12=declared if pjsip_live else None,
                 pjsip_declared=declared or None,
                 dialplan_rev12=dialplan_revision(outputs[2]),
-                lookups=parse_lookups(outputs[4]) if resolve else {},
+                lookups=parse_lookups(outputs[5]) if resolve else {},
             ),
             journal_text=files.get(JOURNAL_PATH),
             lease_text=files.get(LEASE_PATH),
@@ -466,6 +471,7 @@ class AsteriskClient:
             now=now,
             boot_id=boot_id,
             box=box,
+            store=store_mod.parse_read(outputs[4]),
         )
 
     def read_managed(self) -> dict[str, str]:
@@ -658,6 +664,8 @@ class AsteriskClient:
         record: str | None = None,
         settle: Sequence[str] | None = None,
         keep_last_good: bool = False,
+        store_sql: str | None = None,
+        store_digest: bool = False,
     ) -> TxnOutcome:
         """ONE exec (plus one upload when the files are large) that, in this order and each step
         only if every earlier one succeeded: takes flock and the lease (`mode`), checks that the
@@ -666,7 +674,9 @@ class AsteriskClient:
         restarts Asterisk per `restart`, waits for the log lines all that produced, runs `queries`,
         writes `record` as state.json and, with `settle`, refreshes the last verified copy from the
         managed files named there (unless `keep_last_good`), removes the journal and releases the
-        lease. In `acquire` mode a failure before anything was renamed also removes the journal this
+        lease. `store_sql` (after the rename, before the reloads) runs against the realtime store with
+        `sqlite3 -bail` as the asterisk user; `store_digest` then prints the store digest (step
+        `store-digest`). In `acquire` mode a failure before anything was renamed also removes the journal this
         exec wrote and releases the lease: nothing changed. The temp dir is always removed.
         """
         files = dict(files or {})
@@ -678,6 +688,9 @@ class AsteriskClient:
         inline_bytes = sum(len((s.text or "").encode()) for s in files.values())
         if record is not None:
             inline_bytes += len(record.encode())
+        store_inline = store_sql is not None and len(store_sql.encode()) + inline_bytes <= INLINE_LIMIT_BYTES
+        if store_sql is not None and not store_inline:
+            self._upload({STORE_SQL: store_sql}, tmp)
         if inline_bytes > INLINE_LIMIT_BYTES:
             # The script is one argv string (128 KiB at most): large texts travel by upload.
             big = {n: src.text for n, src in files.items() if src.text is not None}
@@ -702,6 +715,10 @@ class AsteriskClient:
         if files or remove:
             named.append(("stage", self._stage_step(files, tmp, uploaded) if files else "true"))
             named.append(("swap", self._rename_step(files, tmp, remove)))
+        if store_sql is not None:
+            named.append(("store", self._store_step(tmp, store_sql if store_inline else None)))
+        if store_digest:
+            named.append(("store-digest", store_mod.digest_step()))
         wants_log = bool(commands or restart)
         if wants_log:
             named.append(("offset", f"OFF=$(stat -c %s {log} 2>/dev/null || echo 0); echo $OFF"))
@@ -729,6 +746,22 @@ class AsteriskClient:
             raise
         by_name = {name: out for (name, _), out in zip(named, outputs, strict=False)}
         return self._outcome(by_name, commands, restart is not None, queries)
+
+    def _store_step(self, tmp: str, inline: str | None) -> str:
+        """Shell: run the store SQL (written here from `inline`, or uploaded before) in ONE sqlite3
+        process; its error text becomes the step's FAILED line."""
+        t = shlex.quote(tmp)
+        path = posixpath.join(tmp, STORE_SQL)
+        write = ""
+        if inline is not None:
+            delim = f"SQL_{_random.token_hex(8)}"
+            write = f"mkdir -p {t} && cat > {shlex.quote(path)} <<'{delim}'\n{inline}\n{delim}\n"
+        err = shlex.quote(posixpath.join(tmp, "store.err"))
+        return (
+            # The root shell opens the SQL file (it holds passwords: it stays 0600/0640).
+            f"{write}{store_mod.sqlite_step(path)} > /dev/null 2> {err} && echo stored || "
+            f"{{ echo \"FAILED store: $(head -c 400 {err} | tr '\\n' ' ')\"; STOP=1; }}"
+        )
 
     def _outcome(
         self, out: Mapping[str, str], commands: Sequence[str], restarting: bool, queries: Sequence[str]

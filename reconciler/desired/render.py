@@ -21,7 +21,7 @@ import hmac
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from reconciler.desired.model import DesiredState, Extension, SecretRef, field_name, host_port, secret_refs
 from reconciler.desired.model import Path as FieldPath
 from reconciler.errors import Problem, ReconcilerError, ValidationFailed
-from reconciler.markers import REVISION_HELP, rev12, valid_revision
+from reconciler.markers import REVISION_HELP, pjsip_marker, rev12, valid_revision
 from reconciler.settings import Settings
 from reconciler.textrules import unsafe_character, unsafe_lines
 
@@ -52,6 +52,8 @@ class Rendered:
     files: dict[str, str]
     state: DesiredState
     secret_values: frozenset[str]
+    # The resolved secrets, for the rows of the realtime store (never printed: repr hides them).
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def mailbox_pin(ext: Extension, secrets: Mapping[str, str]) -> str:
@@ -157,6 +159,36 @@ def _number_key(number: str) -> tuple[int, str]:
     return (len(number), number)
 
 
+def extension_pattern(number: str) -> str:
+    """The dialplan pattern that routes `number`: its first digit, then one X per other digit."""
+    return f"_{number[0]}{'X' * (len(number) - 1)}"
+
+
+def file_object_ids(state: DesiredState, revision: str) -> set[str]:
+    """The PJSIP object ids pjsip.conf defines (transports aside): providers and the marker."""
+    ids = {pjsip_marker(rev12(revision))}
+    for p in state.providers:
+        ids |= {p.name, f"{p.name}-auth", f"{p.name}-reg", f"{p.name}-identify"}
+    return ids
+
+
+def store_object_ids(number: str) -> set[str]:
+    """The PJSIP object ids an extension has in the realtime store (endpoint/aor, auth)."""
+    return {number, f"{number}-auth"}
+
+
+def check_no_shared_ids(state: DesiredState, revision: str) -> None:
+    """An id must never be both in pjsip.conf and in the store: Asterisk would silently use the file's
+    object. The model keeps numbers digits-only and provider names letters-first; this says so."""
+    in_file = file_object_ids(state, revision)
+    both = sorted(i for e in state.extensions for i in store_object_ids(e.number) if i in in_file)
+    if both:
+        raise RenderFailed(
+            f"object id(s) {', '.join(both)} would be both in pjsip.conf and in the realtime store",
+            "rename the provider or the extension: an id must be unique across both",
+        )
+
+
 def template_context(state: DesiredState, revision: str) -> dict[str, Any]:
     """What the templates see: the state in render order plus a few derived values."""
     transports = ["udp"] + [t for t in ("tcp", "tls") if any(p.transport == t for p in state.providers)]
@@ -173,6 +205,9 @@ def template_context(state: DesiredState, revision: str) -> dict[str, Any]:
         "providers": sorted(state.providers, key=lambda p: p.name),
         "providers_by_name": {p.name: p for p in state.providers},
         "extensions": sorted(state.extensions, key=lambda e: _number_key(e.number)),
+        "extension_patterns": sorted(
+            {extension_pattern(e.number) for e in state.extensions}, key=lambda p: (len(p), p)
+        ),
         "emergency": emergency,
         "prefix_routes": sorted(
             (r for r in state.outbound if r.prefix is not None), key=lambda r: r.prefix or ""
@@ -237,6 +272,7 @@ def _render(
 ) -> dict[str, str]:
     if not valid_revision(revision):
         raise RenderFailed(f"revision {revision[:120]!r} cannot be used in config files", REVISION_HELP)
+    check_no_shared_ids(state, revision)
     env = _environment(Path(templates_dir).resolve())
     context = {**template_context(state, revision), "secrets": secrets}
     files: dict[str, str] = {}
@@ -319,4 +355,4 @@ def render_desired(desired_dir: Path, settings: Settings, revision: str | None =
         raise ValidationFailed(problems)
     rev = revision or revision_of(Path(desired_dir))
     files = _render(loaded.state, secrets, rev, Path(settings.templates_dir))
-    return Rendered(rev, files, loaded.state, secret_values(loaded.state, secrets))
+    return Rendered(rev, files, loaded.state, secret_values(loaded.state, secrets), dict(secrets))

@@ -19,6 +19,7 @@ apply verifies what is on disk before recording it, or puts the last verified co
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.asterisk import providers_health
+from reconciler.asterisk import store as store_mod
 from reconciler.asterisk.client import (
     AsteriskClient,
     AsteriskWentAway,
@@ -160,6 +162,7 @@ class LiveState:
     files: Mapping[str, str] = field(default_factory=dict)
     degraded: Mapping[str, str] = field(default_factory=dict)
     pending_restart: PendingRestart | None = None
+    store: str | None = None  # the realtime store's digest once this revision was verified
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
@@ -172,6 +175,8 @@ class LiveState:
             data["degraded"] = dict(sorted(self.degraded.items()))
         if self.pending_restart is not None:
             data["pending_restart"] = self.pending_restart.to_dict()
+        if self.store is not None:
+            data["store"] = self.store
         return json.dumps(data, indent=2) + "\n"
 
 
@@ -212,6 +217,7 @@ def parse_live_state(text: str | None) -> LiveState | None:
             files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
             degraded={str(k): str(v) for k, v in (data.get("degraded") or {}).items()},
             pending_restart=parse_pending(data.get("pending_restart")),
+            store=str(data["store"]) if data.get("store") else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -261,9 +267,11 @@ def _with_port(bind: str, protocol: str) -> str:
 
 
 def _expectations(state: Any, on_disk: Mapping[str, str]) -> _Expectations:
-    endpoints = {e.number for e in state.extensions} | {p.name for p in state.providers}
+    # Extensions live in the realtime store: they are verified one by one (store_verify), never by
+    # listing every endpoint; the file objects are the providers. Mailboxes are store rows too.
+    endpoints = {p.name for p in state.providers}
     emergency = sorted({n for route in state.outbound for n in (route.numbers or [])})
-    mailboxes = {e.number for e in state.extensions if e.has_voicemail}
+    mailboxes: set[str] = set()
     return _Expectations(
         declared_pjsip_rev12(on_disk.get("pjsip.conf")),
         declared_dialplan_rev12(on_disk.get("extensions.conf")),
@@ -279,7 +287,8 @@ def verification_queries(exp: _Expectations, files: Iterable[str], restarted: bo
     files = set(files)
     queries: list[str] = []
     if restarted or "pjsip.conf" in files:
-        queries += [pjsip_marker_query(exp.pjsip_rev12 or ""), "pjsip list endpoints"]
+        queries += [pjsip_marker_query(exp.pjsip_rev12 or "")]
+        queries += [store_mod.endpoint_query(name) for name in sorted(exp.endpoints)]
     if restarted and exp.transports:
         queries.append(TRANSPORTS_QUERY)
     if restarted or "extensions.conf" in files:
@@ -298,6 +307,10 @@ def verify(exp: _Expectations, queries: Sequence[str], outputs: Sequence[str]) -
             ok = exp.pjsip_rev12 is not None and aor_found(out, exp.pjsip_rev12)
             name = f"pjsip.conf live (aor {pjsip_marker(exp.pjsip_rev12 or '')})"
             checks.append(Check(name, ok, "" if ok else "not found"))
+        elif store_mod.is_endpoint_query(query):
+            name = store_mod.queried_id(query)
+            ok = store_mod.endpoint_found(out)
+            checks.append(Check(f"endpoint {name}", ok, "" if ok else "not found"))
         elif query == "pjsip list endpoints":
             live = set(parse_endpoint_list(out))
             missing = sorted(exp.endpoints - live)
@@ -453,11 +466,76 @@ def _unsettled(obs: _Observed, names: Iterable[str]) -> list[str]:
         if recorded != on_disk:
             why.append("the managed files on disk are not those state.json recorded")
     pending = obs.pending
-    if pending is not None and pending.done(obs.live.boot_id):
+    if pending is not None and obs.state is not None and pending.done(obs.live.boot_id):
         why.append(
             f"Asterisk restarted since the restart for revision {rev12(obs.state.revision)} was pending"
-        )  # type: ignore[union-attr]
+        )
     return why
+
+
+@dataclass(frozen=True)
+class _StorePlan:
+    """What the realtime store needs in this apply: `sql` (None: nothing), the extensions that must
+    be present/absent afterwards (for verification), and why (`heal`: the whole store is rewritten)."""
+
+    token: str
+    sql: str | None = None
+    present: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    added: int = 0
+    changed: int = 0
+    heal: str | None = None
+
+    def summary(self) -> str:
+        if self.heal:
+            return f"rewriting every row: {self.heal}"
+        return f"{self.added} added, {self.changed} changed, {len(self.absent)} removed"
+
+    def describe(self) -> list[str]:
+        if not self.sql:
+            return []
+        if self.heal:
+            return [f"store: {self.summary()}"]
+        return [f"store: extension {n} {self._verb(n)}" for n in (*self.present, *self.absent)][:50] + (
+            [f"store: ... {len(self.present) + len(self.absent) - 50} more"]
+            if len(self.present) + len(self.absent) > 50
+            else []
+        )
+
+    def _verb(self, n: str) -> str:
+        return "removed" if n in self.absent else "added or changed"
+
+
+def _plan_store(rendered: Any, obs: _Observed, holder: Holder) -> _StorePlan:
+    """Decide the store's part of this apply (pure): the extensions whose rows differ from those last
+    applied (keyed hashes kept in the store, O(n) dict lookups), or a rewrite of every row when the
+    live store is not the one state.json recorded (drift, a first apply, an upgrade from files)."""
+    token = f"{holder.token}:{rev12(rendered.revision)}"
+    live = obs.live.store
+    key = live.key or os.urandom(32)
+    desired = store_mod.desired_rows(rendered.state, rendered.secrets, key)
+    numbers = sorted(desired[store_mod.APPLIED])
+    recorded = obs.state.store if obs.state is not None else None
+    heal = None
+    if live.key is None:
+        heal = "the store has no applied rows yet"
+    elif recorded is None:
+        heal = "state.json records no store"
+    elif live.digest != recorded:
+        heal = "the store's rows differ from those recorded (drift)"
+    if heal is not None:
+        gone = sorted(set(live.applied) - set(numbers))
+        sql = store_mod.rewrite_sql(desired, token, key)
+        return _StorePlan(token, sql, tuple(numbers), tuple(gone), len(numbers), 0, heal)
+    todo = store_mod.changed_numbers(desired, live.applied)
+    if not todo:
+        return _StorePlan(token)
+    present = tuple(n for n in todo if n in desired[store_mod.APPLIED])
+    absent = tuple(n for n in todo if n not in desired[store_mod.APPLIED])
+    added = sum(1 for n in present if n not in live.applied)
+    return _StorePlan(
+        token, store_mod.delta_sql(todo, desired, token), present, absent, added, len(present) - added
+    )
 
 
 class _Apply:
@@ -484,6 +562,8 @@ class _Apply:
         self.say = say
         self.revision: str = rendered.revision
         self.warnings: list[str] = []
+        self.store = _plan_store(rendered, obs, holder)
+        self.store_ran = False  # the store SQL of this attempt committed (undo on a rollback)
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -520,6 +600,7 @@ class _Apply:
         pending: PendingRestart | None,
         mode: str,
         degraded: Mapping[str, str],
+        store_digest: str | None = None,
     ) -> TxnOutcome:
         """Write state.json for `on_disk`, refresh the last verified copy (not while a restart is
         pending), remove the journal, release the lock: one exec."""
@@ -530,6 +611,7 @@ class _Apply:
             {n: sha256_text(t) for n, t in sorted(on_disk.items())},
             dict(degraded),
             pending,
+            store_digest if store_digest is not None else self.obs.live.store.digest,
         )
         out = self.client.transact(
             self.holder,
@@ -577,6 +659,8 @@ class _Apply:
                     files[n] = FileSource(text=old)
             what = "the previous files"
             reload_names = set(written)
+        if self.store_ran:
+            what += " and the previous store rows"
         restart = (
             RestartRequest(RestartPolicy.NOW, self.options.restart_wait_s, "rolling back")
             if restarted
@@ -595,6 +679,7 @@ class _Apply:
                 restart=restart,
                 settle=sorted(names - set(remove)),
                 keep_last_good=True,
+                store_sql=store_mod.undo_sql(self.store.token) if self.store_ran else None,
             )
         except AsteriskUnavailable as exc:
             return False, what, [LogProblem("ERROR", "reconciler", exc.message)]
@@ -687,11 +772,21 @@ class _Apply:
             pending is not None and not plan.restart_required and opts.restart is not RestartPolicy.NOW
         )
 
-        if not plan.has_changes and live_ok and not unsettled and (pending is None or quiet_pending):
+        store = self.store
+        changes += store.describe()
+        if (
+            not plan.has_changes
+            and not store.sql
+            and live_ok
+            and not unsettled
+            and (pending is None or quiet_pending)
+        ):
             return self._no_change(dry_run, result, pending, changes, dns_issues)
 
         written = list(plan.changed_files)
-        reload_names = written if (plan.has_changes and live_ok and not unsettled) else names
+        # A store-only change reloads nothing: Asterisk reads the rows at once.
+        files_ok = live_ok and not unsettled
+        reload_names = written if files_ok else names
         provider_names = {p.name for p in rendered.state.providers}
         current = providers_health.degraded_record(dns_issues)
         if "pjsip.conf" not in reload_names and any(
@@ -707,7 +802,7 @@ class _Apply:
         restart = bool(restart_reasons)
         commands = _reloads_for(reload_names)
         reloads = (*commands, opts.restart.command) if restart else commands
-        changed_files = tuple(written) or tuple(reload_names)
+        changed_files = tuple(written) or tuple(reload_names)  # the store's part is named in `changes`
         if dry_run:
             return result(
                 unchanged=False,
@@ -721,6 +816,9 @@ class _Apply:
         on_disk = {**obs.conf, **{n: rendered.files[n] for n in written}}
         exp = _expectations(rendered.state, on_disk)
         queries = verification_queries(exp, reload_names, restarted=False)
+        store_queries, store_checked, store_skipped = store_mod.verification_plan(store.present, store.absent)
+        unregister = [store_mod.unregister_command(n) for n in sorted(store.absent)]
+        queries += unregister + store_queries
         # Asterisk started after these files were written (the pending restart happened, or it was
         # restarted after an interrupted apply): it runs their transports, so check them too.
         booted_since = (obs.pending is not None and obs.pending.done(obs.live.boot_id)) or (
@@ -730,7 +828,10 @@ class _Apply:
             queries.append(TRANSPORTS_QUERY)
         reason = "; ".join(restart_reasons)
         refuse = restart and opts.restart is RestartPolicy.REFUSE
-        self.say("reloading " + ", ".join(reload_names) + (" (a restart follows)" if restart else ""))
+        if reload_names:
+            self.say("reloading " + ", ".join(reload_names) + (" (a restart follows)" if restart else ""))
+        if store.sql:
+            self.say(f"writing the store ({store.summary()})")
         try:
             out = self.client.transact(
                 self.holder,
@@ -745,16 +846,29 @@ class _Apply:
                 files={n: FileSource(text=rendered.files[n]) for n in written},
                 commands=commands,
                 queries=queries,
+                store_sql=store.sql,
+                store_digest=store.sql is not None,
             )
         except AsteriskWentAway as exc:
             raise self._went_away(exc, "swap", written) from exc
         self._check_first(out, "being applied")
+        self.store_ran = store.sql is not None and "stored" in out.outputs.get("store", "").splitlines()
+        new_digest = store_mod.parse_digest(out.outputs.get("store-digest", "")) if store.sql else None
         if out.stopped == "check" and out.detail.startswith("calls"):
             raise RestartRefused(
                 f"revision {rev12(self.revision)} needs an Asterisk restart ({reason}) and "
                 f"{out.calls} call(s) are up; --restart refuse: nothing was changed",
                 "apply again when the PBX is idle, or use --restart idle (waits for the calls to end) "
                 "or --restart now (drops them)",
+            )
+        if out.stopped == "store":
+            raise self._rolled_back_error(
+                f"writing the store for revision {rev12(self.revision)} failed: {out.detail}",
+                "check the store in the managed volume (free space, permissions), then apply again",
+                on_disk,
+                written,
+                False,
+                error=ManagedWriteFailed,
             )
         if out.stopped in ("journal", "stage"):
             raise ManagedWriteFailed(
@@ -779,6 +893,14 @@ class _Apply:
                 "run `reconciler status`, then apply again",
             )
         problems, checks, issues = self._judge(exp, queries, out, on_disk)
+        answers = out.reload.query_outputs[len(queries) - len(store_queries) :]
+        checks += [
+            Check(c.name, c.ok, c.detail) for c in store_mod.judge(store_checked, answers, store_skipped)
+        ]
+        if store.sql and new_digest is None:
+            checks.append(
+                Check("store digest read after the write", False, out.outputs.get("store-digest", ""))
+            )
         if problems or not all(c.ok for c in checks):
             raise self._rolled_back_error(
                 _failure_message(self.revision, problems, checks, rendered.secret_values),
@@ -805,7 +927,7 @@ class _Apply:
         )
 
         try:
-            rec = self.record(on_disk, new_pending, "fence", settled.still)
+            rec = self.record(on_disk, new_pending, "fence", settled.still, new_digest)
         except AsteriskWentAway as exc:
             raise self._went_away(exc, "record", written) from exc
         if rec.lease.status != "ok":
@@ -934,6 +1056,7 @@ class _Apply:
             or obs.state.revision != self.revision
             or obs.state.files != hashes
             or obs.degraded != settled.still
+            or obs.state.store != obs.live.store.digest
         )
         recorded = False
         if needs_record and not dry_run:

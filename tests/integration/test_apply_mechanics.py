@@ -157,7 +157,8 @@ def test_a_marker_lost_at_run_time_makes_the_next_apply_reload_the_files(pbx: Pb
     assert "NoOp(" in pbx.container.cli("dialplan show revision@gitops-meta")
 
 
-def test_changing_one_extension_reloads_only_res_pjsip(pbx: Pbx) -> None:
+def test_changing_one_extension_changes_one_store_row_and_reloads_nothing(pbx: Pbx) -> None:
+    # Extensions are rows of the realtime store: a change is one SQL transaction, no reload.
     before = pbx.baseline()
     edit = {"extensions.yaml": ("name: Extension 4003\n", "name: Extension 4003\n    codecs: [alaw]\n")}
     pbx.write(edit=edit)
@@ -165,11 +166,13 @@ def test_changing_one_extension_reloads_only_res_pjsip(pbx: Pbx) -> None:
 
     result = pbx.apply()
 
-    assert result.changed_files == ("pjsip.conf",)
-    assert result.reloads == ("module reload res_pjsip.so",)
+    assert result.changed_files == ()
+    assert result.reloads == ()
+    assert "store: extension 4003 added or changed" in result.changes
     assert not result.restarted
-    assert result.execs == 3  # read; lock + swap + reload + verify; record + release
-    assert reloads_in(pbx.log_since(offset)) == ["res_pjsip.so"]
+    assert result.execs == 3  # read; lock + swap + store + verify; record + release
+    assert reloads_in(pbx.log_since(offset)) == []
+    assert any(c.name == "extension 4003 live in the store" and c.ok for c in result.checks)
     endpoint = pbx.container.cli("pjsip show endpoint 4003")
     assert re.search(r"^\s*allow\s*:\s*\(alaw\)", endpoint, re.MULTILINE)
     assert read_live_state(pbx.client).revision == result.revision != before.revision  # type: ignore[union-attr]
@@ -192,9 +195,10 @@ def test_changing_a_route_reloads_only_the_dialplan(pbx: Pbx) -> None:
 
 
 BAD_TEMPLATES = {
+    # extensions are store rows now: the provider's endpoint is the existing file endpoint
     "invalid option value on an existing endpoint": (
         "dtmf_mode = rfc4733\n",
-        'dtmf_mode = {{ "bogus" if ext.number == "4005" else "rfc4733" }}\n',
+        "dtmf_mode = bogus\n",
         "dtmf_mode=bogus",
     ),
     "broken section header": (

@@ -19,10 +19,19 @@ from reconciler.gitops.apply import (
 EXP = _Expectations(
     pjsip_rev12="17699fbd6da8",
     dialplan_rev12="17699fbd6da8",
-    endpoints=frozenset({"4000", "4001", "trunk"}),
+    endpoints=frozenset({"trunk"}),  # the file's endpoints: extensions are verified as store rows
     emergency=("112", "911"),
-    mailboxes=frozenset({"4000", "4001"}),
+    mailboxes=frozenset(),  # mailboxes are store rows
 )
+TRUNK = """
+ Endpoint:  <Endpoint/CID.....................................>  <State.....>  <Channels.>
+==========================================================================================
+
+ Endpoint:  trunk                                                Not in use    0 of inf
+
+ ParameterName                      : ParameterValue
+ context                            : from-trunk
+"""
 
 AOR_FOUND = """
       Aor:  <Aor..............................................>  <MaxContact>
@@ -79,22 +88,22 @@ default    4000  Extension 4000                            0
 """
 
 
-def test_a_changed_pjsip_conf_is_verified_by_its_marker_and_the_endpoint_list() -> None:
+def test_a_changed_pjsip_conf_is_verified_by_its_marker_and_each_provider_endpoint_never_a_list() -> None:
     assert verification_queries(EXP, ["pjsip.conf"], restarted=False) == [
         "pjsip show aor gitops-rev-17699fbd6da8",
-        "pjsip list endpoints",
+        "pjsip show endpoint trunk",
     ]
 
 
 def test_a_restart_verifies_every_file() -> None:
     queries = verification_queries(EXP, [], restarted=True)
-    assert "pjsip list endpoints" in queries and "voicemail show users" in queries
+    assert "pjsip show endpoint trunk" in queries and "pjsip list endpoints" not in queries
     assert "dialplan show 911@internal" in queries and "dialplan show 112@internal" in queries
 
 
 def test_answers_of_a_good_reload_pass_every_check() -> None:
     queries = verification_queries(EXP, ["pjsip.conf", "extensions.conf"], restarted=False)
-    outputs = [AOR_FOUND, ENDPOINTS, META, E911_OK.replace("911", "112"), E911_OK]
+    outputs = [AOR_FOUND, TRUNK, META, E911_OK.replace("911", "112"), E911_OK]
     checks = verify(EXP, queries, outputs)
     assert [c.ok for c in checks] == [True] * 5, checks
 
@@ -103,20 +112,18 @@ def test_missing_marker_missing_endpoint_and_lost_emergency_number_fail() -> Non
     queries = verification_queries(EXP, ["pjsip.conf", "extensions.conf", "voicemail.conf"], restarted=False)
     outputs = [
         AOR_MISSING,
-        ENDPOINTS.replace(" Endpoint:  trunk", " Endpoint:  old_trunk"),
+        "Unable to find object trunk.\n",
         META.replace("17699fbd6da8", "aaaaaaaaaaaa"),
         E112_FALLS_THROUGH,
         E911_LOST_PRIORITY,
-        VOICEMAIL,
     ]
     failed = {c.name: c.detail for c in verify(EXP, queries, outputs) if not c.ok}
     assert failed == {
         "pjsip.conf live (aor gitops-rev-17699fbd6da8)": "not found",
-        "endpoints (3)": "missing: trunk; not removed: old_trunk",
+        "endpoint trunk": "not found",
         "dialplan live (revision 17699fbd6da8)": "found aaaaaaaaaaaa",
         "emergency 112 dials as 112": "matches pattern '_1XX' first",
         "emergency 911 dials as 911": "has no priority 1 (starts at 5)",
-        "mailboxes (2)": "missing: 4001",
     }
 
 

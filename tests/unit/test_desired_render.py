@@ -14,7 +14,14 @@ import pytest
 
 from reconciler.desired.confparse import parse_conf
 from reconciler.desired.load import load_desired
-from reconciler.desired.render import HEADER, RENDERED_FILES, mailbox_pin, render, render_desired
+from reconciler.desired.render import (
+    HEADER,
+    RENDERED_FILES,
+    RenderFailed,
+    mailbox_pin,
+    render,
+    render_desired,
+)
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import (
     FAKE_SECRETS,
@@ -53,10 +60,70 @@ def test_every_file_starts_with_the_managed_header_and_the_revision(files: dict[
         assert text.splitlines()[:2] == [HEADER, f"; revision: {GOLDEN_REVISION}"]
 
 
-def test_pjsip_has_endpoint_auth_and_aor_for_each_extension_4000_to_4005(files: dict[str, str]) -> None:
-    sections = {(s.name, s.type) for s in parse_conf(files["pjsip.conf"])}
+def test_pjsip_conf_holds_no_extension_object_because_extensions_are_store_rows(
+    files: dict[str, str],
+) -> None:
+    names = {s.name for s in parse_conf(files["pjsip.conf"])}
     for number in ("4000", "4001", "4002", "4003", "4004", "4005"):
-        assert {(number, "endpoint"), (f"{number}-auth", "auth"), (number, "aor")} <= sections
+        assert number not in names and f"{number}-auth" not in names
+
+
+def test_the_dialplan_routes_extensions_with_one_pattern_per_first_digit_and_length(
+    files: dict[str, str],
+) -> None:
+    patterns = [line for line in _internal_lines(files) if re.match(r"exten => _\dX+,1,", line)]
+    assert [line.split(",")[0] for line in patterns] == ["exten => _4XXX"]
+
+
+def test_adding_an_extension_of_a_known_pattern_leaves_the_dialplan_unchanged() -> None:
+    state = load_desired(SAMPLE_DIR).state
+    extra = state.extensions[0].model_copy(update={"number": "4999"})
+    more = state.model_copy(update={"extensions": [*state.extensions, extra]})
+    secrets = FAKE_SECRETS
+    before = render(state, secrets, GOLDEN_REVISION, TEMPLATES_DIR)
+    after = render(more, secrets, GOLDEN_REVISION, TEMPLATES_DIR)
+    assert after == before
+    longer = state.extensions[0].model_copy(update={"number": "40001"})
+    grown = render(
+        state.model_copy(update={"extensions": [*state.extensions, longer]}),
+        secrets,
+        GOLDEN_REVISION,
+        TEMPLATES_DIR,
+    )
+    assert "exten => _4XXXX,1," in grown["extensions.conf"]
+
+
+def test_a_pattern_route_checks_the_endpoint_and_the_mailbox_exist_before_dialling(
+    files: dict[str, str],
+) -> None:
+    lines = _internal_lines(files)
+    start = lines.index(next(line for line in lines if line.startswith("exten => _4XXX,1,")))
+    route = lines[start : start + 8]
+    assert route[1] == 'same => n,GotoIf($["${PJSIP_ENDPOINT(${EXTEN},context)}" != "internal"]?missing)'
+    assert route[2] == "same => n,Dial(PJSIP/${EXTEN},20)"
+    assert route[4] == 'same => n,GotoIf($["${VM_INFO(${EXTEN}@default,exists)}" != "1"]?done)'
+    assert route[7] == "same => n(missing),Hangup(1)"
+
+
+def test_a_provider_name_that_is_also_an_extension_id_is_refused() -> None:
+    state = load_desired(SAMPLE_DIR).state
+    clash = state.providers[0].model_construct(**{**dict(state.providers[0]), "name": "4001"})
+    with pytest.raises(RenderFailed, match="4001"):
+        render(state.model_copy(update={"providers": [clash]}), FAKE_SECRETS, GOLDEN_REVISION, TEMPLATES_DIR)
+
+
+def test_the_model_keeps_numbers_digits_and_provider_names_letters_first() -> None:
+    from pydantic import ValidationError
+
+    from reconciler.desired.model import DesiredState
+
+    base = {"name": "A", "password": "${EXT_PASSWORD}"}
+    with pytest.raises(ValidationError):
+        DesiredState.model_validate({"extensions": [{**base, "number": "40a1"}]})
+    with pytest.raises(ValidationError):
+        DesiredState.model_validate(
+            {"providers": [{"name": "4001", "host": "127.0.0.1", "username": "u", "password": "${P}"}]}
+        )
 
 
 def test_the_real_provider_example_registers_over_tls(sample: Path, tmp_path: Path) -> None:
@@ -115,7 +182,7 @@ def test_dial_strings_contain_only_validated_numbers_names_or_the_filtered_varia
     dials = re.findall(r"Dial\(([^)]*)\)", code)
     assert dials
     for target in dials:
-        assert re.fullmatch(r"PJSIP/(\d+|\$\{NUM\})(@[a-z][a-z0-9_]*)?,\d+", target), target
+        assert re.fullmatch(r"PJSIP/(\d+|\$\{NUM\}|\$\{EXTEN\})(@[a-z][a-z0-9_]*)?,\d+", target), target
 
 
 def test_unknown_numbers_from_the_provider_are_refused(files: dict[str, str]) -> None:
@@ -131,22 +198,28 @@ def test_the_dialplan_revision_marker_is_in_gitops_meta(files: dict[str, str]) -
     assert meta.options == [("exten", "revision,1,NoOp(0123456789ab)")]
 
 
-def test_mailboxes_without_a_pin_get_a_ten_digit_pin_derived_from_the_password(files: dict[str, str]) -> None:
+def test_voicemail_conf_names_no_mailbox_because_mailboxes_are_store_rows(files: dict[str, str]) -> None:
     [default] = [s for s in parse_conf(files["voicemail.conf"]) if s.name == "default"]
-    pins = {k: v.split(",")[0] for k, v in default.options}
+    assert default.options == []
+
+
+def test_mailboxes_without_a_pin_get_a_ten_digit_pin_derived_from_the_password() -> None:
+    state = load_desired(SAMPLE_DIR).state
+    pins = {e.number: mailbox_pin(e, FAKE_SECRETS) for e in state.extensions if e.has_voicemail}
     assert sorted(pins) == ["4000", "4001", "4002", "4003", "4004", "4005"]
     assert all(re.fullmatch(r"\d{10}", pin) for pin in pins.values())
     assert len(set(pins.values())) == 6
-    ext = load_desired(SAMPLE_DIR).state.extensions[1]
-    assert pins["4001"] == mailbox_pin(ext, FAKE_SECRETS)
+    ext = state.extensions[1]
     assert mailbox_pin(ext, {**FAKE_SECRETS, "EXT_4001_PASSWORD": "Another-Pass-77"}) != pins["4001"]
 
 
-def test_a_semicolon_in_a_secret_is_escaped_so_asterisk_does_not_cut_it(tmp_path: Path) -> None:
-    secrets = {**FAKE_SECRETS, "EXT_4001_PASSWORD": "Semi;colon-Pass1"}
-    files = render(load_desired(SAMPLE_DIR).state, secrets, GOLDEN_REVISION, TEMPLATES_DIR)
+def test_a_semicolon_in_a_secret_is_escaped_so_asterisk_does_not_cut_it() -> None:
+    state = load_desired(SAMPLE_DIR).state
+    name = state.providers[0].password.name  # type: ignore[union-attr]
+    secrets = {**FAKE_SECRETS, name: "Semi;colon-Pass1"}
+    files = render(state, secrets, GOLDEN_REVISION, TEMPLATES_DIR)
     assert "password = Semi\\;colon-Pass1" in files["pjsip.conf"]
-    [auth] = [s for s in parse_conf(files["pjsip.conf"]) if s.name == "4001-auth"]
+    [auth] = [s for s in parse_conf(files["pjsip.conf"]) if s.name == f"{state.providers[0].name}-auth"]
     assert auth.get("password") == "Semi;colon-Pass1"
 
 

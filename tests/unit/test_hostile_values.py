@@ -232,4 +232,5 @@ def test_the_full_state_renders_and_every_value_is_where_it_belongs(full: Path, 
         == "sip:fake-trunk-user@sip.example.com:5070"
     )
     assert sections[("transport-udp", "transport")].get_all("local_net") == ["192.0.2.0/24"]
-    assert "4001 => 730291,Sales,sales@example.com" in files["voicemail.conf"]
+    # Mailboxes are store rows now (tests/unit/test_store_rows.py): voicemail.conf names none.
+    assert "4001" not in files["voicemail.conf"]

@@ -1,0 +1,13 @@
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS ps_endpoints (id TEXT PRIMARY KEY NOT NULL, context TEXT, disallow TEXT, allow TEXT, auth TEXT, aors TEXT, callerid TEXT, mailboxes TEXT, dtmf_mode TEXT, direct_media TEXT, rtp_symmetric TEXT, force_rport TEXT, rewrite_contact TEXT, media_address TEXT, bind_rtp_to_media_address TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_ps_endpoints (id TEXT PRIMARY KEY NOT NULL, context TEXT, disallow TEXT, allow TEXT, auth TEXT, aors TEXT, callerid TEXT, mailboxes TEXT, dtmf_mode TEXT, direct_media TEXT, rtp_symmetric TEXT, force_rport TEXT, rewrite_contact TEXT, media_address TEXT, bind_rtp_to_media_address TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ps_auths (id TEXT PRIMARY KEY NOT NULL, auth_type TEXT, username TEXT, password TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_ps_auths (id TEXT PRIMARY KEY NOT NULL, auth_type TEXT, username TEXT, password TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ps_aors (id TEXT PRIMARY KEY NOT NULL, max_contacts TEXT, remove_existing TEXT, qualify_frequency TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_ps_aors (id TEXT PRIMARY KEY NOT NULL, max_contacts TEXT, remove_existing TEXT, qualify_frequency TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ps_voicemail (mailbox TEXT PRIMARY KEY NOT NULL, uniqueid TEXT, context TEXT, password TEXT, fullname TEXT, email TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_ps_voicemail (mailbox TEXT PRIMARY KEY NOT NULL, uniqueid TEXT, context TEXT, password TEXT, fullname TEXT, email TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_applied (id TEXT PRIMARY KEY NOT NULL, hash TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_gitops_applied (id TEXT PRIMARY KEY NOT NULL, hash TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_ids (tbl TEXT NOT NULL, id TEXT);
+CREATE TABLE IF NOT EXISTS gitops_meta (k TEXT PRIMARY KEY NOT NULL, v TEXT);
