@@ -19,6 +19,7 @@ from reconciler.asterisk.parsers import LogProblem
 from reconciler.desired.confparse import Section, parse_conf
 from reconciler.desired.load import LoadedState
 from reconciler.desired.model import DesiredState, field_name
+from reconciler.desired.render import extension_pattern
 from reconciler.markers import is_marker_section
 
 ItemPath = tuple[str | int, ...]
@@ -26,7 +27,6 @@ ItemPath = tuple[str | int, ...]
 # `exten => 911,1,...` (and `same => n,...` lines, which belong to the exten above them)
 _EXTEN = re.compile(r"^\s*exten\s*=>?\s*(?P<exten>[^,\s]+)\s*,")
 # `4001 => 1234567890,Sales` in voicemail.conf
-_MAILBOX = re.compile(r"^\s*(?P<box>\d+)\s*=>")
 # res_pjsip names a transport that could not start: `Transport 'transport-udp' could not be started`
 _TRANSPORT_NAMED = re.compile(r"\bTransport '([^']+)'")
 _PROVIDER_SUFFIXES = {"-auth": "password", "-reg": "register", "-identify": "match"}
@@ -185,6 +185,8 @@ def _dialplan_item(
         i_ext = _extension_index(state, exten)
         if i_ext is not None:
             return ("extensions", i_ext), f"extension {exten}"
+        if any(extension_pattern(e.number) == exten for e in state.extensions):
+            return ("extensions",), f"the extensions {exten} routes"
         return None
     if context.startswith("from-"):
         provider = context.removeprefix("from-")
@@ -194,17 +196,6 @@ def _dialplan_item(
         j = _provider_index(state, provider)
         return (("providers", j), f"provider {provider}") if j is not None else None
     return None  # [general], [gitops-meta] (the revision marker) or a context a template added
-
-
-def _voicemail_item(state: DesiredState, text: str, line: int) -> tuple[ItemPath, str] | None:
-    lines = text.splitlines()
-    if not 1 <= line <= len(lines):
-        return None
-    match = _MAILBOX.match(lines[line - 1])
-    i = _extension_index(state, match["box"]) if match else None
-    if i is None or match is None:
-        return None
-    return ("extensions", i, "voicemail"), f"mailbox {match['box']}"
 
 
 def desired_item(
@@ -217,8 +208,6 @@ def desired_item(
         return _pjsip_item(state, obj)
     if obj.file == "extensions.conf":
         return _dialplan_item(state, obj, text, line or obj.line)
-    if obj.file == "voicemail.conf":
-        return _voicemail_item(state, text, line or obj.line)
     return None
 
 

@@ -113,7 +113,7 @@ def at(file: str, line: int) -> LogProblem:
         ("exten => 911,", 0, "outbound[1].numbers[0]", "route emergency"),
         ("exten => 112,", 2, "outbound[1].numbers[1]", "route emergency"),
         ("exten => _9X.,", 3, "outbound[0].prefix", "route external"),
-        ("exten => 4002,", 1, "extensions[1]", "extension 4002"),
+        ("exten => _4XXX,", 2, "extensions", "the extensions _4XXX routes"),
         ("exten => +34910000000,", 1, "inbound[0]", "DID +34910000000"),
     ],
 )
@@ -123,14 +123,6 @@ def test_a_dialplan_line_points_at_the_route_or_extension_whose_lines_it_belongs
     line = line_of(rendered["extensions.conf"], start) + offset
     located = sourcemap.locate(at("extensions.conf", line), rendered, loaded)
     assert (located.field, located.what) == (field, what)
-
-
-def test_a_mailbox_line_points_at_the_extensions_voicemail(
-    loaded: LoadedState, rendered: dict[str, str]
-) -> None:
-    line = line_of(rendered["voicemail.conf"], "4002 =>")
-    located = sourcemap.locate(at("voicemail.conf", line), rendered, loaded)
-    assert (located.field, located.source) == ("extensions[1].voicemail", ("desired/extensions.yaml", 9))
 
 
 def test_the_revision_marker_and_the_general_section_belong_to_no_desired_item(
