@@ -18,11 +18,9 @@ apply verifies what is on disk before recording it, or puts the last verified co
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,25 +31,15 @@ from reconciler.asterisk.client import (
     AsteriskClient,
     AsteriskWentAway,
     FileSource,
-    LiveMarkers,
-    LiveRead,
     RestartRequest,
     TxnOutcome,
     sha256_text,
 )
-from reconciler.asterisk.journal import JOURNAL_PATH, STATE_FILE, Journal, new_journal, parse_journal
+from reconciler.asterisk.journal import JOURNAL_PATH, STATE_FILE, new_journal
 from reconciler.asterisk.lease import DEFAULT_LOCK_WAIT_S, LEASE_TTL_S, Holder, Lease, parse_lease
-from reconciler.asterisk.parsers import (
-    LogProblem,
-    parse_dialplan,
-    parse_endpoint_list,
-    parse_reload_log,
-    parse_transports,
-    parse_voicemail_users,
-)
-from reconciler.asterisk.restart import DEFAULT_RESTART_WAIT_S, PendingRestart, RestartPolicy, parse_pending
+from reconciler.asterisk.parsers import LogProblem, parse_reload_log
+from reconciler.asterisk.restart import DEFAULT_RESTART_WAIT_S, PendingRestart, RestartPolicy
 from reconciler.desired import render
-from reconciler.desired.confparse import parse_conf
 from reconciler.errors import (
     ApplyFailed,
     AsteriskUnavailable,
@@ -61,17 +49,19 @@ from reconciler.errors import (
     RestartRefused,
 )
 from reconciler.gitops import plan as plan_mod
-from reconciler.gitops.plan import RELOAD_COMMANDS
-from reconciler.markers import (
-    DIALPLAN_QUERY,
-    aor_found,
-    declared_dialplan_rev12,
-    declared_pjsip_rev12,
-    dialplan_revision,
-    pjsip_marker,
-    pjsip_marker_query,
-    rev12,
+from reconciler.gitops.checks import (
+    TRANSPORTS_QUERY,
+    Check,
+    Expectations,
+    expectations,
+    failure_message,
+    runs_files_on_disk,
+    verification_queries,
+    verify,
 )
+from reconciler.gitops.decide import Decision, Observed, decide, observe, plan_store, reloads_for
+from reconciler.gitops.livestate import LiveState, parse_live_state, read_live_state
+from reconciler.markers import declared_dialplan_rev12, declared_pjsip_rev12, rev12
 from reconciler.settings import Settings
 
 __all__ = [
@@ -79,6 +69,7 @@ __all__ = [
     "ApplyOptions",
     "ApplyResult",
     "ApplyRolledBack",
+    "Check",
     "LiveState",
     "apply_desired",
     "declared_dialplan_rev12",
@@ -93,8 +84,6 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
-TRANSPORTS_QUERY = "pjsip show transports"
-_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 @dataclass(frozen=True)
@@ -104,18 +93,6 @@ class ApplyOptions:
     restart: RestartPolicy = RestartPolicy.IDLE
     restart_wait_s: float = DEFAULT_RESTART_WAIT_S
     lock_wait_s: float = DEFAULT_LOCK_WAIT_S
-
-
-@dataclass(frozen=True)
-class Check:
-    """One verification question asked of Asterisk after a reload, and its answer."""
-
-    name: str
-    ok: bool
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{'ok' if self.ok else 'FAILED'}: {self.name}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass(frozen=True)
@@ -147,39 +124,6 @@ class ApplyResult:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class LiveState:
-    """The record of the last verified apply, `<managed_dir>/state.json` in the container.
-
-    `degraded`: providers of the live revision that cannot work right now, and why (a host that
-    does not resolve); `providers_health.heal` clears them once they are up. `pending_restart`: the
-    restart a transport change of this revision still waits for.
-    """
-
-    revision: str
-    subject: str | None
-    applied_at: str
-    files: Mapping[str, str] = field(default_factory=dict)
-    degraded: Mapping[str, str] = field(default_factory=dict)
-    pending_restart: PendingRestart | None = None
-    store: str | None = None  # the realtime store's digest once this revision was verified
-
-    def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "revision": self.revision,
-            "subject": self.subject,
-            "applied_at": self.applied_at,
-            "files": dict(sorted(self.files.items())),
-        }
-        if self.degraded:
-            data["degraded"] = dict(sorted(self.degraded.items()))
-        if self.pending_restart is not None:
-            data["pending_restart"] = self.pending_restart.to_dict()
-        if self.store is not None:
-            data["store"] = self.store
-        return json.dumps(data, indent=2) + "\n"
-
-
 class ApplyRolledBack(ApplyFailed):
     """Asterisk refused the new config or verification failed; the previous files are live again.
 
@@ -204,203 +148,6 @@ class ApplyRolledBack(ApplyFailed):
         self.rolled_back = rolled_back
 
 
-def parse_live_state(text: str | None) -> LiveState | None:
-    """`state.json` text → LiveState; None when absent or unreadable (treated as never applied)."""
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-        return LiveState(
-            revision=str(data["revision"]),
-            subject=data.get("subject"),
-            applied_at=str(data.get("applied_at", "")),
-            files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
-            degraded={str(k): str(v) for k, v in (data.get("degraded") or {}).items()},
-            pending_restart=parse_pending(data.get("pending_restart")),
-            store=str(data["store"]) if data.get("store") else None,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def read_live_state(client: AsteriskClient) -> LiveState | None:
-    """The live revision record from the container (one exec); None if nothing was applied yet."""
-    path = f"{client.managed_dir}/{STATE_FILE}"
-    out = client.run_steps([f"cat {path} 2>/dev/null"]).outputs[0]
-    return parse_live_state(out)
-
-
-# --- verification -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Expectations:
-    """What Asterisk must report once the files on disk are live. The markers are those the files
-    on disk declare: a file whose content did not change keeps the marker of its older revision.
-    `transports` (name → bind) are checked after a restart only: a reload does not apply them."""
-
-    pjsip_rev12: str | None
-    dialplan_rev12: str | None
-    endpoints: frozenset[str]
-    emergency: tuple[str, ...]
-    mailboxes: frozenset[str]
-    transports: Mapping[str, str] = field(default_factory=dict)
-
-
-def expected_transports(pjsip_conf: str | None) -> dict[str, str]:
-    """The transports a pjsip.conf defines: name → `address:port` as `pjsip show transports`
-    prints it."""
-    result = {}
-    for section in parse_conf(pjsip_conf or ""):
-        if section.type != "transport" or section.is_template:
-            continue
-        bind = (section.get("bind") or "").strip()
-        protocol = (section.get("protocol") or "udp").strip().lower()
-        result[section.name] = _with_port(bind, protocol)
-    return result
-
-
-def _with_port(bind: str, protocol: str) -> str:
-    """`127.0.0.1` → `127.0.0.1:5060`; `[::]` → `[::]:5060`; a bind with a port is kept."""
-    has_port = bind.rsplit("]", 1)[-1].count(":") == 1 if bind.startswith("[") else bind.count(":") == 1
-    return bind if has_port else f"{bind}:{_DEFAULT_PORTS.get(protocol, 5060)}"
-
-
-def _expectations(state: Any, on_disk: Mapping[str, str]) -> _Expectations:
-    # Extensions live in the realtime store: they are verified one by one (store_verify), never by
-    # listing every endpoint; the file objects are the providers. Mailboxes are store rows too.
-    endpoints = {p.name for p in state.providers}
-    emergency = sorted({n for route in state.outbound for n in (route.numbers or [])})
-    mailboxes: set[str] = set()
-    return _Expectations(
-        declared_pjsip_rev12(on_disk.get("pjsip.conf")),
-        declared_dialplan_rev12(on_disk.get("extensions.conf")),
-        frozenset(endpoints),
-        tuple(emergency),
-        frozenset(mailboxes),
-        expected_transports(on_disk.get("pjsip.conf")),
-    )
-
-
-def verification_queries(exp: _Expectations, files: Iterable[str], restarted: bool) -> list[str]:
-    """The CLI queries that verify the reloaded `files` (every file after a restart)."""
-    files = set(files)
-    queries: list[str] = []
-    if restarted or "pjsip.conf" in files:
-        queries += [pjsip_marker_query(exp.pjsip_rev12 or "")]
-        queries += [store_mod.endpoint_query(name) for name in sorted(exp.endpoints)]
-    if restarted and exp.transports:
-        queries.append(TRANSPORTS_QUERY)
-    if restarted or "extensions.conf" in files:
-        queries.append(DIALPLAN_QUERY)
-        queries += [f"dialplan show {n}@internal" for n in exp.emergency]
-    if (restarted or "voicemail.conf" in files) and exp.mailboxes:
-        queries.append("voicemail show users")
-    return queries
-
-
-def verify(exp: _Expectations, queries: Sequence[str], outputs: Sequence[str]) -> list[Check]:
-    """Judge the answers to `verification_queries`."""
-    checks: list[Check] = []
-    for query, out in zip(queries, outputs, strict=True):
-        if query == pjsip_marker_query(exp.pjsip_rev12 or ""):
-            ok = exp.pjsip_rev12 is not None and aor_found(out, exp.pjsip_rev12)
-            name = f"pjsip.conf live (aor {pjsip_marker(exp.pjsip_rev12 or '')})"
-            checks.append(Check(name, ok, "" if ok else "not found"))
-        elif store_mod.is_endpoint_query(query):
-            name = store_mod.queried_id(query)
-            ok = store_mod.endpoint_found(out)
-            checks.append(Check(f"endpoint {name}", ok, "" if ok else "not found"))
-        elif query == "pjsip list endpoints":
-            live = set(parse_endpoint_list(out))
-            missing = sorted(exp.endpoints - live)
-            extra = sorted(live - exp.endpoints)
-            detail = "; ".join(
-                part
-                for part in (
-                    f"missing: {', '.join(missing)}" if missing else "",
-                    f"not removed: {', '.join(extra)}" if extra else "",
-                )
-                if part
-            )
-            checks.append(Check(f"endpoints ({len(exp.endpoints)})", not missing and not extra, detail))
-        elif query == TRANSPORTS_QUERY:
-            bound = {t.name: t.bind for t in parse_transports(out)}
-            wrong = [
-                f"{name} {'not bound' if name not in bound else f'bound to {bound[name]}'}, expected {bind}"
-                for name, bind in sorted(exp.transports.items())
-                if bound.get(name) != bind
-            ]
-            checks.append(Check(f"transports ({len(exp.transports)})", not wrong, "; ".join(wrong)))
-        elif query == DIALPLAN_QUERY:
-            live_rev = dialplan_revision(out)
-            ok = live_rev is not None and live_rev == exp.dialplan_rev12
-            name = f"dialplan live (revision {exp.dialplan_rev12})"
-            checks.append(Check(name, ok, "" if ok else f"found {live_rev}"))
-        elif query.startswith("dialplan show ") and query.endswith("@internal"):
-            number = query.removeprefix("dialplan show ").removesuffix("@internal")
-            exts = parse_dialplan(out)
-            first = exts[0] if exts else None
-            ok = first is not None and first.exten == number and first.first_priority == 1
-            if first is None:
-                detail = "no extension matches"
-            elif first.exten != number:
-                detail = f"matches pattern {first.exten!r} first"
-            elif first.first_priority != 1:
-                detail = f"has no priority 1 (starts at {first.first_priority})"
-            else:
-                detail = ""
-            checks.append(Check(f"emergency {number} dials as {number}", ok, detail))
-        elif query == "voicemail show users":
-            boxes = {u.mailbox for u in parse_voicemail_users(out) if u.context == "default"}
-            missing = sorted(exp.mailboxes - boxes)
-            checks.append(
-                Check(
-                    f"mailboxes ({len(exp.mailboxes)})",
-                    not missing,
-                    f"missing: {', '.join(missing)}" if missing else "",
-                )
-            )
-    return checks
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def runs_files_on_disk(markers: LiveMarkers, live_files: Mapping[str, str]) -> bool:
-    """Whether Asterisk runs the managed files on disk: the revision marker that each of
-    pjsip.conf and extensions.conf declares is the one Asterisk reports."""
-    if "pjsip.conf" in live_files and (
-        markers.pjsip_declared is None or markers.pjsip_rev12 != markers.pjsip_declared
-    ):
-        return False
-    if "extensions.conf" in live_files:
-        declared = declared_dialplan_rev12(live_files["extensions.conf"])
-        if declared is None or markers.dialplan_rev12 != declared:
-            return False
-    return bool(live_files)
-
-
-def _reloads_for(changed_files: Iterable[str]) -> tuple[str, ...]:
-    order = list(RELOAD_COMMANDS)
-    names = sorted(set(changed_files), key=lambda n: order.index(n) if n in order else len(order))
-    return tuple(RELOAD_COMMANDS[name] for name in names if name in RELOAD_COMMANDS)
-
-
-def _failure_message(
-    revision: str, problems: Sequence[LogProblem], checks: Sequence[Check], secrets: Iterable[str]
-) -> str:
-    lines = [f"Asterisk did not take revision {rev12(revision)}."]
-    if problems:
-        lines.append("Asterisk logged:")
-        lines += [f"  {p}" for p in problems]
-    failed = [c for c in checks if not c.ok]
-    if failed:
-        lines.append("Verification failed:")
-        lines += [f"  {c}" for c in failed]
-    return plan_mod.mask("\n".join(lines), secrets)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -418,124 +165,18 @@ class _Retry(Exception):
 # --- the transaction ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Observed:
-    """What the read exec saw, interpreted."""
-
-    live: LiveRead
-    state: LiveState | None
-    state_text: str | None
-    journal: Journal | None
-    last_good: LiveState | None
-    conf: dict[str, str]  # managed files on disk that the render also produces
-
-    @property
-    def pending(self) -> PendingRestart | None:
-        return self.state.pending_restart if self.state is not None else None
-
-    @property
-    def degraded(self) -> dict[str, str]:
-        return dict(self.state.degraded) if self.state is not None else {}
-
-
-def _observe(live: LiveRead, rendered_names: Iterable[str]) -> _Observed:
-    files = dict(live.files)
-    state_text = files.pop(STATE_FILE, None)
-    names = set(rendered_names)
-    return _Observed(
-        live=live,
-        state=parse_live_state(state_text),
-        state_text=state_text,
-        journal=parse_journal(live.journal_text),
-        last_good=parse_live_state(live.last_good_state_text),
-        conf={n: t for n, t in files.items() if n in names},
-    )
-
-
-def _unsettled(obs: _Observed, names: Iterable[str]) -> list[str]:
-    """Why the files on disk may not be the verified ones that state.json records."""
-    why = []
-    if obs.journal is not None:
-        why.append(f"{obs.journal.describe()} was interrupted before it was recorded")
-    elif obs.state is None:
-        if obs.conf and any(declared_pjsip_rev12(t) or declared_dialplan_rev12(t) for t in obs.conf.values()):
-            why.append("no state.json records the managed files on disk as verified")
-    else:
-        recorded = {n: obs.state.files.get(n) for n in names}
-        on_disk = {n: (sha256_text(obs.conf[n]) if n in obs.conf else None) for n in names}
-        if recorded != on_disk:
-            why.append("the managed files on disk are not those state.json recorded")
-    pending = obs.pending
-    if pending is not None and obs.state is not None and pending.done(obs.live.boot_id):
-        why.append(
-            f"Asterisk restarted since the restart for revision {rev12(obs.state.revision)} was pending"
-        )
-    return why
-
-
 @dataclass(frozen=True)
-class _StorePlan:
-    """What the realtime store needs in this apply: `sql` (None: nothing), the extensions that must
-    be present/absent afterwards (for verification), and why (`heal`: the whole store is rewritten)."""
+class _Swapped:
+    """What the swap stage left for verify and record."""
 
-    token: str
-    sql: str | None = None
-    present: tuple[str, ...] = ()
-    absent: tuple[str, ...] = ()
-    added: int = 0
-    changed: int = 0
-    heal: str | None = None
-
-    def summary(self) -> str:
-        if self.heal:
-            return f"rewriting every row: {self.heal}"
-        return f"{self.added} added, {self.changed} changed, {len(self.absent)} removed"
-
-    def describe(self) -> list[str]:
-        if not self.sql:
-            return []
-        if self.heal:
-            return [f"store: {self.summary()}"]
-        return [f"store: extension {n} {self._verb(n)}" for n in (*self.present, *self.absent)][:50] + (
-            [f"store: ... {len(self.present) + len(self.absent) - 50} more"]
-            if len(self.present) + len(self.absent) > 50
-            else []
-        )
-
-    def _verb(self, n: str) -> str:
-        return "removed" if n in self.absent else "added or changed"
-
-
-def _plan_store(rendered: Any, obs: _Observed, holder: Holder) -> _StorePlan:
-    """Decide the store's part of this apply (pure): the extensions whose rows differ from those last
-    applied (keyed hashes kept in the store, O(n) dict lookups), or a rewrite of every row when the
-    live store is not the one state.json recorded (drift, a first apply, an upgrade from files)."""
-    token = f"{holder.token}:{rev12(rendered.revision)}"
-    live = obs.live.store
-    key = live.key or os.urandom(32)
-    desired = store_mod.desired_rows(rendered.state, rendered.secrets, key)
-    numbers = sorted(desired[store_mod.APPLIED])
-    recorded = obs.state.store if obs.state is not None else None
-    heal = None
-    if live.key is None:
-        heal = "the store has no applied rows yet"
-    elif recorded is None:
-        heal = "state.json records no store"
-    elif live.digest != recorded:
-        heal = "the store's rows differ from those recorded (drift)"
-    if heal is not None:
-        gone = sorted(set(live.applied) - set(numbers))
-        sql = store_mod.rewrite_sql(desired, token, key)
-        return _StorePlan(token, sql, tuple(numbers), tuple(gone), len(numbers), 0, heal)
-    todo = store_mod.changed_numbers(desired, live.applied)
-    if not todo:
-        return _StorePlan(token)
-    present = tuple(n for n in todo if n in desired[store_mod.APPLIED])
-    absent = tuple(n for n in todo if n not in desired[store_mod.APPLIED])
-    added = sum(1 for n in present if n not in live.applied)
-    return _StorePlan(
-        token, store_mod.delta_sql(todo, desired, token), present, absent, added, len(present) - added
-    )
+    out: TxnOutcome
+    on_disk: dict[str, str]
+    exp: Expectations
+    queries: tuple[str, ...]
+    store_queries: int  # the last `store_queries` queries are the store's per-object checks
+    store_checked: list[str]
+    store_skipped: int
+    store_digest: str | None
 
 
 class _Apply:
@@ -546,7 +187,7 @@ class _Apply:
         settings: Settings,
         client: AsteriskClient,
         rendered: Any,
-        obs: _Observed,
+        obs: Observed,
         options: ApplyOptions,
         holder: Holder,
         subject: str | None,
@@ -562,7 +203,7 @@ class _Apply:
         self.say = say
         self.revision: str = rendered.revision
         self.warnings: list[str] = []
-        self.store = _plan_store(rendered, obs, holder)
+        self.store = plan_store(rendered, obs, holder)
         self.store_ran = False  # the store SQL of this attempt committed (undo on a rollback)
 
     # -- steps --------------------------------------------------------------------------------
@@ -675,7 +316,7 @@ class _Apply:
                 doing=f"rolling back to {what}",
                 files=files,
                 remove=remove,
-                commands=() if restarted else _reloads_for(reload_names),
+                commands=() if restarted else reloads_for(reload_names),
                 restart=restart,
                 settle=sorted(names - set(remove)),
                 keep_last_good=True,
@@ -743,93 +384,65 @@ class _Apply:
     # -- the attempt ----------------------------------------------------------------------------
 
     def run(self, dry_run: bool, result: Callable[..., ApplyResult]) -> ApplyResult:
-        rendered, obs, opts = self.rendered, self.obs, self.options
-        names = list(rendered.files)
-        # Provider hosts were resolved by the read exec: one that does not resolve is a warning.
-        dns_issues = providers_health.dns_issues(rendered.state, obs.live.markers.lookups)
-        plan = plan_mod.make_plan(rendered.files, obs.conf, rendered.secret_values)
-        changes = [str(c) for c in plan.changes]
-        unsettled = _unsettled(obs, names)
-        live_ok = runs_files_on_disk(obs.live.markers, obs.conf)
-        pending = obs.pending if obs.pending is not None and not obs.pending.done(obs.live.boot_id) else None
-        settled_note = "; ".join(unsettled) or None
-
-        restart_reasons = list(plan.restart_reasons) if plan.restart_required else []
-        if pending is not None:
-            restart_reasons.append(f"{pending.reason} (pending since {pending.requested_at})")
-        journal = obs.journal
-        if (
-            journal is not None
-            and journal.restart
-            and journal.boot_id
-            and journal.boot_id == obs.live.boot_id
-        ):
-            restart_reasons.append(
-                f"the interrupted apply of revision {rev12(journal.revision)} needed a restart"
-            )
-        restart_reasons = list(dict.fromkeys(restart_reasons))
-        quiet_pending = (
-            pending is not None and not plan.restart_required and opts.restart is not RestartPolicy.NOW
-        )
-
-        store = self.store
-        changes += store.describe()
-        if (
-            not plan.has_changes
-            and not store.sql
-            and live_ok
-            and not unsettled
-            and (pending is None or quiet_pending)
-        ):
-            return self._no_change(dry_run, result, pending, changes, dns_issues)
-
-        written = list(plan.changed_files)
-        # A store-only change reloads nothing: Asterisk reads the rows at once.
-        files_ok = live_ok and not unsettled
-        reload_names = written if files_ok else names
-        provider_names = {p.name for p in rendered.state.providers}
-        current = providers_health.degraded_record(dns_issues)
-        if "pjsip.conf" not in reload_names and any(
-            n in provider_names and n not in current for n in obs.degraded
-        ):
-            # A degraded provider may be up again: this apply's own res_pjsip reload re-resolves
-            # its identify (instead of a separate heal exec while this apply holds the lock).
-            reload_names = [*reload_names, "pjsip.conf"]
-        if unsettled:
-            changes.append("settling: " + "; ".join(unsettled) + ": reloading and verifying every file")
-        elif not live_ok:
-            changes.append("Asterisk is not running the managed files on disk: reloading them")
-        restart = bool(restart_reasons)
-        commands = _reloads_for(reload_names)
-        reloads = (*commands, opts.restart.command) if restart else commands
-        changed_files = tuple(written) or tuple(reload_names)  # the store's part is named in `changes`
+        """decide → (no change: record a new id, if any) → swap → verify → restart → record."""
+        d = decide(self.rendered, self.obs, self.options, self.store)
+        if d.no_change:
+            return self._no_change(dry_run, result, d.pending, list(d.changes), d.dns_issues)
         if dry_run:
             return result(
                 unchanged=False,
-                changed_files=changed_files,
-                changes=tuple(changes),
-                reloads=reloads,
+                changed_files=d.changed_files,
+                changes=d.changes,
+                reloads=d.reloads,
                 restarted=False,
-                warnings=providers_health.warnings_of(current),
+                warnings=providers_health.warnings_of(d.degraded),
             )
-
-        on_disk = {**obs.conf, **{n: rendered.files[n] for n in written}}
-        exp = _expectations(rendered.state, on_disk)
-        queries = verification_queries(exp, reload_names, restarted=False)
-        store_queries, store_checked, store_skipped = store_mod.verification_plan(store.present, store.absent)
-        unregister = [store_mod.unregister_command(n) for n in sorted(store.absent)]
-        queries += unregister + store_queries
-        # Asterisk started after these files were written (the pending restart happened, or it was
-        # restarted after an interrupted apply): it runs their transports, so check them too.
-        booted_since = (obs.pending is not None and obs.pending.done(obs.live.boot_id)) or (
-            journal is not None and bool(journal.boot_id) and journal.boot_id != obs.live.boot_id
+        swapped = self._swap(d)
+        checks, issues = self._verify(d, swapped)
+        restarted = False
+        new_pending: PendingRestart | None = None
+        if d.restart:
+            restarted, new_pending, checks, after = self._restart(
+                swapped.exp, d.reason, swapped.on_disk, d.written, checks
+            )
+            issues = [*issues, *after]
+        settled = providers_health.settle(
+            self.client,
+            self.rendered.state,
+            self.obs.degraded,
+            providers_health.merge(issues, d.dns_issues),
+            "pjsip.conf" in d.reload_names or restarted,
         )
-        if booted_since and exp.transports and not restart:
+        self._record_stage(d, swapped, new_pending, settled.still, restarted)
+        return result(
+            unchanged=False,
+            changed_files=d.changed_files,
+            changes=(*d.changes, *providers_health.came_back(settled.healed)),
+            reloads=d.reloads,
+            restarted=restarted,
+            checks=tuple(checks),
+            recorded=True,
+            restart_pending=_pending_text(new_pending),
+            settled=d.settled_note,
+            warnings=(*providers_health.warnings_of(settled.still), *self.warnings),
+        )
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def _swap(self, d: Decision) -> _Swapped:
+        """One exec: lock, compare-and-swap, journal, staged files, store rows, reloads, queries.
+        Fails with its own reason: `_Retry` (lock/conflict), `LeaseLost`, `RestartRefused`,
+        `ManagedWriteFailed` (nothing renamed), a rollback for a failed rename or store write."""
+        rendered, obs, opts, store = self.rendered, self.obs, self.options, self.store
+        on_disk = {**obs.conf, **{n: rendered.files[n] for n in d.written}}
+        exp = expectations(rendered.state, on_disk)
+        queries = verification_queries(exp, d.reload_names, restarted=False)
+        store_queries, store_checked, store_skipped = store_mod.verification_plan(store.present, store.absent)
+        queries += [store_mod.unregister_command(n) for n in sorted(store.absent)] + store_queries
+        if d.booted_since and exp.transports and not d.restart:
             queries.append(TRANSPORTS_QUERY)
-        reason = "; ".join(restart_reasons)
-        refuse = restart and opts.restart is RestartPolicy.REFUSE
-        if reload_names:
-            self.say("reloading " + ", ".join(reload_names) + (" (a restart follows)" if restart else ""))
+        if d.reload_names:
+            self.say("reloading " + ", ".join(d.reload_names) + (" (a restart follows)" if d.restart else ""))
         if store.sql:
             self.say(f"writing the store ({store.summary()})")
         try:
@@ -837,26 +450,25 @@ class _Apply:
                 self.holder,
                 self.revision,
                 mode="acquire",
-                doing=f"reloading {', '.join(reload_names)}",
+                doing=f"reloading {', '.join(d.reload_names)}",
                 expect=self._expect(),
-                refuse_calls=refuse,
+                refuse_calls=d.restart and opts.restart is RestartPolicy.REFUSE,
                 journal=new_journal(
-                    self.revision, self.holder.who, {n: sha256_text(t) for n, t in on_disk.items()}, restart
+                    self.revision, self.holder.who, {n: sha256_text(t) for n, t in on_disk.items()}, d.restart
                 ),
-                files={n: FileSource(text=rendered.files[n]) for n in written},
-                commands=commands,
+                files={n: FileSource(text=rendered.files[n]) for n in d.written},
+                commands=d.commands,
                 queries=queries,
                 store_sql=store.sql,
                 store_digest=store.sql is not None,
             )
         except AsteriskWentAway as exc:
-            raise self._went_away(exc, "swap", written) from exc
+            raise self._went_away(exc, "swap", d.written) from exc
         self._check_first(out, "being applied")
         self.store_ran = store.sql is not None and "stored" in out.outputs.get("store", "").splitlines()
-        new_digest = store_mod.parse_digest(out.outputs.get("store-digest", "")) if store.sql else None
         if out.stopped == "check" and out.detail.startswith("calls"):
             raise RestartRefused(
-                f"revision {rev12(self.revision)} needs an Asterisk restart ({reason}) and "
+                f"revision {rev12(self.revision)} needs an Asterisk restart ({d.reason}) and "
                 f"{out.calls} call(s) are up; --restart refuse: nothing was changed",
                 "apply again when the PBX is idle, or use --restart idle (waits for the calls to end) "
                 "or --restart now (drops them)",
@@ -866,7 +478,7 @@ class _Apply:
                 f"writing the store for revision {rev12(self.revision)} failed: {out.detail}",
                 "check the store in the managed volume (free space, permissions), then apply again",
                 on_disk,
-                written,
+                d.written,
                 False,
                 error=ManagedWriteFailed,
             )
@@ -883,7 +495,7 @@ class _Apply:
                 f"(renamed: {', '.join(out.renamed) or 'none'})",
                 "check the managed volume (free space, permissions), then apply again",
                 on_disk,
-                written,
+                d.written,
                 False,
                 error=ManagedWriteFailed,
             )
@@ -892,70 +504,64 @@ class _Apply:
                 f"the apply of revision {rev12(self.revision)} stopped at {out.stopped}: {out.detail}",
                 "run `reconciler status`, then apply again",
             )
-        problems, checks, issues = self._judge(exp, queries, out, on_disk)
-        answers = out.reload.query_outputs[len(queries) - len(store_queries) :]
+        digest = store_mod.parse_digest(out.outputs.get("store-digest", "")) if store.sql else None
+        return _Swapped(
+            out, on_disk, exp, tuple(queries), len(store_queries), store_checked, store_skipped, digest
+        )
+
+    def _verify(self, d: Decision, s: _Swapped) -> tuple[list[Check], list[providers_health.ProviderIssue]]:
+        """Judge what the swap's reloads logged and its queries answered (files and store rows);
+        a refused object or a failed check rolls back (`ApplyRolledBack`)."""
+        assert s.out.reload is not None
+        problems, checks, issues = self._judge(s.exp, s.queries, s.out, s.on_disk)
+        answers = s.out.reload.query_outputs[len(s.queries) - s.store_queries :]
         checks += [
-            Check(c.name, c.ok, c.detail) for c in store_mod.judge(store_checked, answers, store_skipped)
+            Check(c.name, c.ok, c.detail) for c in store_mod.judge(s.store_checked, answers, s.store_skipped)
         ]
-        if store.sql and new_digest is None:
+        if self.store.sql and s.store_digest is None:
             checks.append(
-                Check("store digest read after the write", False, out.outputs.get("store-digest", ""))
+                Check("store digest read after the write", False, s.out.outputs.get("store-digest", ""))
             )
         if problems or not all(c.ok for c in checks):
             raise self._rolled_back_error(
-                _failure_message(self.revision, problems, checks, rendered.secret_values),
+                failure_message(self.revision, problems, checks, self.rendered.secret_values),
                 "fix the lines above in the desired state (or the template) and apply again; "
                 "the PBX keeps running the previous revision",
-                on_disk,
-                written,
+                s.on_disk,
+                d.written,
                 False,
                 problems=problems,
                 checks=checks,
             )
+        return checks, issues
 
-        restarted = False
-        new_pending: PendingRestart | None = None
-        if restart:
-            restarted, new_pending, checks, after = self._restart(exp, reason, on_disk, written, checks)
-            issues = [*issues, *after]
-        settled = providers_health.settle(
-            self.client,
-            rendered.state,
-            obs.degraded,
-            providers_health.merge(issues, dns_issues),
-            "pjsip.conf" in reload_names or restarted,
-        )
-
+    def _record_stage(
+        self,
+        d: Decision,
+        s: _Swapped,
+        pending: PendingRestart | None,
+        degraded: Mapping[str, str],
+        restarted: bool,
+    ) -> None:
+        """One exec: state.json (with the store's digest), the last verified copy, release."""
         try:
-            rec = self.record(on_disk, new_pending, "fence", settled.still, new_digest)
+            rec = self.record(s.on_disk, pending, "fence", degraded, s.store_digest)
         except AsteriskWentAway as exc:
-            raise self._went_away(exc, "record", written) from exc
+            raise self._went_away(exc, "record", d.written) from exc
         if rec.lease.status != "ok":
             self._check_first(rec, "being recorded")
         if not rec.ok:
             raise self._rolled_back_error(
                 f"recording revision {rev12(self.revision)} in state.json failed: {rec.detail}",
                 "free space in the managed volume (or fix its permissions), then apply again",
-                on_disk,
-                written,
+                s.on_disk,
+                d.written,
                 restarted,
                 error=ManagedWriteFailed,
             )
-        return result(
-            unchanged=False,
-            changed_files=changed_files,
-            changes=(*changes, *providers_health.came_back(settled.healed)),
-            reloads=reloads,
-            restarted=restarted,
-            checks=tuple(checks),
-            recorded=True,
-            restart_pending=_pending_text(new_pending),
-            settled=settled_note,
-            warnings=(*providers_health.warnings_of(settled.still), *self.warnings),
-        )
 
     def _judge(
-        self, exp: _Expectations, queries: Sequence[str], out: TxnOutcome, on_disk: Mapping[str, str]
+        self, exp: Expectations, queries: Sequence[str], out: TxnOutcome, on_disk: Mapping[str, str]
     ) -> tuple[list[LogProblem], list[Check], list[providers_health.ProviderIssue]]:
         """The one place where what a reload (or restart) logged and answered is judged: Asterisk's
         problems about the managed files, and the verification checks; any of either fails it.
@@ -972,7 +578,7 @@ class _Apply:
 
     def _restart(
         self,
-        exp: _Expectations,
+        exp: Expectations,
         reason: str,
         on_disk: Mapping[str, str],
         written: Sequence[str],
@@ -1022,7 +628,7 @@ class _Apply:
         problems, after, issues = self._judge(exp, queries, out, on_disk)
         if problems or not all(c.ok for c in after):
             raise self._rolled_back_error(
-                _failure_message(self.revision, problems, after, self.rendered.secret_values),
+                failure_message(self.revision, problems, after, self.rendered.secret_values),
                 "fix the lines above in the desired state and apply again; "
                 "the PBX keeps running the previous revision",
                 on_disk,
@@ -1150,7 +756,7 @@ def apply_desired(
             ):
                 raise _Retry("the PBX's lock is held", held, live.now)
             attempt = _Apply(
-                settings, client, rendered, _observe(live, rendered.files), opts, holder, subject, say
+                settings, client, rendered, observe(live, rendered.files), opts, holder, subject, say
             )
             return attempt.run(dry_run, result)
         except _Retry as retry:

@@ -46,7 +46,7 @@ from reconciler.desired.model import SecretUse, secret_refs
 from reconciler.desired.secrets import lookup, read_env_file, resolve_secrets, weakness
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
 from reconciler.gitops import plan as plan_mod
-from reconciler.gitops.apply import Check, _expectations, verification_queries, verify
+from reconciler.gitops.checks import Check, expectations, verification_queries, verify
 from reconciler.settings import Settings
 
 DEFAULT_IMAGE = "asterisk-gitops/asterisk:latest"
@@ -342,7 +342,7 @@ def verify_desired(
 
     client = _docker(docker_client)
     _image(client, image)
-    expectations = _expectations(loaded.state, files)
+    expectations = expectations(loaded.state, files)
     queries = verification_queries(expectations, files, restarted=True)
     say(f"starting a throwaway Asterisk from {image} (no network)")
     with sandbox(client, image, files) as container:

@@ -7,15 +7,11 @@ from reconciler.asterisk.client import LiveMarkers, LiveRead, sha256_text
 from reconciler.asterisk.journal import new_journal, parse_journal
 from reconciler.asterisk.parsers import parse_transports
 from reconciler.asterisk.restart import PendingRestart, RestartPolicy, active_calls
-from reconciler.gitops.apply import (
+from reconciler.gitops.checks import Expectations, expected_transports, verification_queries, verify
+from reconciler.gitops.decide import observe, unsettled
+from reconciler.gitops.livestate import (
     LiveState,
-    _Expectations,
-    _observe,
-    _unsettled,
-    expected_transports,
     parse_live_state,
-    verification_queries,
-    verify,
 )
 
 PJSIP = "; revision: r1\n[gitops-rev-aaaaaaaaaaaa]\ntype = aor\nmax_contacts = 0\n"
@@ -40,34 +36,34 @@ def recorded(pending: PendingRestart | None = None) -> LiveState:
 
 
 def test_files_that_state_json_recorded_are_settled() -> None:
-    assert _unsettled(_observe(read(recorded()), NAMES), NAMES) == []
+    assert unsettled(observe(read(recorded()), NAMES), NAMES) == []
 
 
 def test_an_interrupted_apply_a_hand_edit_and_a_missing_record_are_not_settled() -> None:
     journal = new_journal("r2", "ci@host pid 7 (reconciler apply)", {"pjsip.conf": "00"}, restart=False)
-    interrupted = _unsettled(_observe(read(recorded(), journal=journal.to_json()), NAMES), NAMES)
+    interrupted = unsettled(observe(read(recorded(), journal=journal.to_json()), NAMES), NAMES)
     assert interrupted == ["an apply of revision r2 by ci@host pid 7 (reconciler apply) at "
                            f"{journal.started_at} was interrupted before it was recorded"]  # fmt: skip
 
-    edited = _unsettled(_observe(read(recorded(), pjsip=PJSIP + "; hand edit\n"), NAMES), NAMES)
+    edited = unsettled(observe(read(recorded(), pjsip=PJSIP + "; hand edit\n"), NAMES), NAMES)
     assert edited == ["the managed files on disk are not those state.json recorded"]
 
     # Files carrying revision markers but no state.json: never recorded as verified.
-    assert _unsettled(_observe(read(None), NAMES), NAMES) == [
+    assert unsettled(observe(read(None), NAMES), NAMES) == [
         "no state.json records the managed files on disk as verified"
     ]
     # The entrypoint's placeholders (no markers) on a fresh PBX are simply old files.
-    assert _unsettled(_observe(read(None, pjsip="; No configuration applied yet\n"), NAMES), NAMES) == []
+    assert unsettled(observe(read(None, pjsip="; No configuration applied yet\n"), NAMES), NAMES) == []
 
 
 def test_a_pending_restart_is_settled_only_once_asterisk_has_restarted() -> None:
     pending = PendingRestart("transport transport-udp changed", "2026-12-01T21:00:00+00:00", BOOT)
     assert not pending.done(BOOT) and not pending.done(None)
-    assert _unsettled(_observe(read(recorded(pending)), NAMES), NAMES) == []
+    assert unsettled(observe(read(recorded(pending)), NAMES), NAMES) == []
 
     later = "2026-12-01 21:05:00.000000001 +0000"
     assert pending.done(later)
-    assert _unsettled(_observe(read(recorded(pending), boot=later), NAMES), NAMES) == [
+    assert unsettled(observe(read(recorded(pending), boot=later), NAMES), NAMES) == [
         "Asterisk restarted since the restart for revision r1 was pending"
     ]
 
@@ -91,7 +87,7 @@ def test_a_restart_verifies_that_every_transport_is_bound_where_pjsip_conf_says(
     )
     transports = expected_transports(conf)
     assert transports == {"transport-udp": "127.0.0.1:5062", "transport-tls": "0.0.0.0:5061"}
-    exp = _Expectations(None, None, frozenset(), (), frozenset(), transports)
+    exp = Expectations(None, None, frozenset(), (), frozenset(), transports)
     assert "pjsip show transports" in verification_queries(exp, [], restarted=True)
     assert "pjsip show transports" not in verification_queries(exp, ["pjsip.conf"], restarted=False)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from reconciler.asterisk.client import LiveMarkers, aor_found, dialplan_revision
 from reconciler.gitops.apply import (
+    Expectations,
     LiveState,
-    _Expectations,
     declared_dialplan_rev12,
     declared_pjsip_rev12,
     parse_live_state,
@@ -16,7 +16,7 @@ from reconciler.gitops.apply import (
     verify,
 )
 
-EXP = _Expectations(
+EXP = Expectations(
     pjsip_rev12="17699fbd6da8",
     dialplan_rev12="17699fbd6da8",
     endpoints=frozenset({"trunk"}),  # the file's endpoints: extensions are verified as store rows
