@@ -74,12 +74,19 @@ def watch(
 ) -> None:
     """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
     from reconciler.asterisk.client import AsteriskClient
+    from reconciler.asterisk.control import open_control
     from reconciler.desired import secrets
     from reconciler.gitops.apply import ApplyOptions
     from reconciler.gitops.health import HealthPolicy
     from reconciler.gitops.loop import Reconciler, WatchLoop, WatchOptions
     from reconciler.gitops.sources import DirectorySource, GitSource, Source
-    from reconciler.observe.server import ServerContext, ServerLimits, make_server, serve_in_background
+    from reconciler.observe.server import (
+        ServerContext,
+        ServerLimits,
+        make_server,
+        serve_in_background,
+        sip_probe_from,
+    )
 
     if (repo is None) == (directory is None):
         raise ReconcilerError(
@@ -140,6 +147,9 @@ def watch(
                 "last_result": last.result if last else None,
             }
 
+        status_client = AsteriskClient(
+            settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
+        )
         context = ServerContext(
             settings=settings,
             trigger=loop.trigger,
@@ -149,11 +159,13 @@ def watch(
             # --dir: the directory itself, as `reconciler status --dir` does.
             head_from_loop=repo is not None,
             # Its own client: status queries from HTTP threads never mix into an apply's exec counts.
-            client=AsteriskClient(
-                settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
-            ),
+            client=status_client,
             health=loop.health,
             loop_info=loop_info,
+            # /healthz is 503 until the PBX answers SIP (after a restart with many extensions,
+            # REGISTERs go unanswered for a while after "fully booted").
+            sip_probe=sip_probe_from(settings),
+            open_channel=lambda: open_control(settings, status_client),
         )
         server = make_server(http, context, ServerLimits(max_connections=http_max_connections))
         host, port = server.server_address[:2]

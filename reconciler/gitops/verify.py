@@ -342,8 +342,8 @@ def verify_desired(
 
     client = _docker(docker_client)
     _image(client, image)
-    expectations = expectations(loaded.state, files)
-    queries = verification_queries(expectations, files, restarted=True)
+    expected = expectations(loaded.state, files)
+    queries = verification_queries(expected, files, restarted=True)
     say(f"starting a throwaway Asterisk from {image} (no network)")
     with sandbox(client, image, files) as container:
         asterisk = AsteriskClient(container.name, MANAGED_DIR, LOG_PATH, docker_client=client)
@@ -361,7 +361,7 @@ def verify_desired(
             raise
         say("reading what Asterisk logged")
         lines, outputs, complete = _read_log_and_query(asterisk, queries)
-    checks = verify(expectations, queries, outputs)
+    checks = verify(expected, queries, outputs)
     if not complete:
         checks.append(Check("log lines of the boot read", False, "barrier line never reached the log"))
     problems, notes = judge(lines, loaded, files, secret_values)

@@ -122,6 +122,23 @@ class ServerContext:
     loop_info: Callable[[], dict[str, Any]] = dict
     # "The PBX serves SIP" for /healthz (None: not probed); `sip_probe_from(settings)` makes one.
     sip_probe: Callable[[], SipProbe] | None = None
+    # Opens the kept control channel (AMI) for /api/status and /metrics; None: every status is one
+    # exec. An AMI session is kept across requests and opened again once it fell back to exec.
+    open_channel: Callable[[], Any] | None = None
+    _channel: Any = field(default=None, init=False, repr=False)
+    _channel_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def channel(self) -> Any:
+        """The kept AMI channel, or (AMI unreachable now) an exec channel; None without a factory."""
+        if self.open_channel is None:
+            return None
+        with self._channel_lock:
+            if self._channel is None or getattr(self._channel, "kind", "") != "ami":
+                try:
+                    self._channel = self.open_channel()
+                except ReconcilerError:
+                    self._channel = None
+            return self._channel
 
 
 SIP_PROBE_TIMEOUT_S = 2.0  # under the compose health check's 5 s timeout
@@ -370,7 +387,10 @@ class Handler(BaseHTTPRequestHandler):
             return None
         try:
             return status.collect_status(
-                self.context.settings, self.context.client, head_from_loop=self.context.head_from_loop
+                self.context.settings,
+                self.context.client,
+                head_from_loop=self.context.head_from_loop,
+                channel=self.context.channel(),
             )
         except ReconcilerError as exc:
             return {"error": exc.message}
