@@ -102,8 +102,8 @@ def unsafe_values(state: DesiredState, secrets: Mapping[str, str]) -> list[tuple
         if why is not None:
             found.append((path, None, f"contains {why}"))
     for use in secret_refs(state):
-        value = secrets.get(use.name)
-        why = None if value is None else unsafe_character(value)
+        secret = secrets.get(use.name)
+        why = None if secret is None else unsafe_character(secret)
         if why is not None:
             found.append((use.path, use.name, f"secret {use.name} contains {why}"))
     return found
@@ -290,7 +290,8 @@ def _render(
                 "point --templates at a directory with all three",
             ) from None
         except jinja2.TemplateError as exc:
-            where = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+            lineno = getattr(exc, "lineno", None)
+            where = f" line {lineno}" if lineno else ""
             raise RenderFailed(
                 f"template {name}.j2{where} failed: {exc.message or exc}", "fix the template"
             ) from None

@@ -296,7 +296,7 @@ def check_dns(target: SipTarget) -> tuple[Step, tuple | None]:
         ), None
     # IPv4 first: the PBX's transports bind IPv4 addresses, so Asterisk would use those too.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     return Step("DNS", Verdict.PASS, f"{target.host} → {', '.join(addresses)}"), infos[0][4]
 
 
