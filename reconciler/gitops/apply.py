@@ -437,10 +437,12 @@ class _Apply:
         on_disk = {**obs.conf, **{n: rendered.files[n] for n in d.written}}
         exp = expectations(rendered.state, on_disk)
         queries = verification_queries(exp, d.reload_names, restarted=False)
-        store_queries, store_checked, store_skipped = store_mod.verification_plan(store.present, store.absent)
-        queries += [store_mod.unregister_command(n) for n in sorted(store.absent)] + store_queries
         if d.booted_since and exp.transports and not d.restart:
             queries.append(TRANSPORTS_QUERY)
+        # The store's queries come last (unregister, then the per-object checks): store_mod.judge
+        # alone judges them (a removed extension's `pjsip show endpoint` must find nothing).
+        store_queries, store_checked, store_skipped = store_mod.verification_plan(store.present, store.absent)
+        queries += [store_mod.unregister_command(n) for n in sorted(store.absent)] + store_queries
         if d.reload_names:
             self.say("reloading " + ", ".join(d.reload_names) + (" (a restart follows)" if d.restart else ""))
         if store.sql:
@@ -513,7 +515,8 @@ class _Apply:
         """Judge what the swap's reloads logged and its queries answered (files and store rows);
         a refused object or a failed check rolls back (`ApplyRolledBack`)."""
         assert s.out.reload is not None
-        problems, checks, issues = self._judge(s.exp, s.queries, s.out, s.on_disk)
+        file_queries = s.queries[: len(s.queries) - s.store_queries - len(self.store.absent)]
+        problems, checks, issues = self._judge(s.exp, file_queries, s.out, s.on_disk)
         answers = s.out.reload.query_outputs[len(s.queries) - s.store_queries :]
         checks += [
             Check(c.name, c.ok, c.detail) for c in store_mod.judge(s.store_checked, answers, s.store_skipped)
@@ -571,7 +574,7 @@ class _Apply:
         judged = providers_health.judge_reload(
             parse_reload_log(out.reload.log_lines), out.reload.log_lines, self.rendered.state, on_disk
         )
-        checks = verify(exp, queries, out.reload.query_outputs)
+        checks = verify(exp, queries, out.reload.query_outputs[: len(queries)])
         if not out.reload.log_complete:
             checks.append(Check("log lines of the reload read", False, "barrier line never reached the log"))
         return list(judged.fatal), checks, list(judged.issues)

@@ -191,7 +191,7 @@ def test_a_row_edited_behind_the_reconcilers_back_is_detected_and_healed_by_the_
     assert register_status(stack, "4004", stack.password("4004")) in (401, 403)  # the edit is live
 
     dry = subprocess.run(
-        [sys.executable, "-m", "reconciler", "plan", str(desired)],
+        [sys.executable, "-m", "reconciler", "apply", "--dry-run", str(desired)],
         env=cli_env(stack),
         capture_output=True,
         text=True,
@@ -199,7 +199,8 @@ def test_a_row_edited_behind_the_reconcilers_back_is_detected_and_healed_by_the_
     )
     result = stack.apply(desired)
 
-    assert "drift" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    assert "(drift)" in dry.stdout, dry.stdout + dry.stderr  # a dry run names it
+    assert storedb.password_row(stack.pbx, "4004") == "hand-edited"  # and changes nothing
     assert store_changes(result) == [
         "store: rewriting every row: the store's rows differ from those recorded (drift)"
     ], result.changes
