@@ -197,10 +197,11 @@ def test_a_row_edited_behind_the_reconcilers_back_is_detected_and_healed_by_the_
         text=True,
         timeout=120,
     )
-    result = stack.apply(desired)
-
     assert "(drift)" in dry.stdout, dry.stdout + dry.stderr  # a dry run names it
     assert storedb.password_row(stack.pbx, "4004") == "hand-edited"  # and changes nothing
+
+    result = stack.apply(desired)
+
     assert store_changes(result) == [
         "store: rewriting every row: the store's rows differ from those recorded (drift)"
     ], result.changes
