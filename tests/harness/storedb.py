@@ -7,9 +7,12 @@ Only for tests: the reconciler itself writes the store through `reconciler.aster
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -72,3 +75,29 @@ def set_passwords(stack: PbxStack, passwords: Mapping[str, str]) -> None:
     """Put these passwords (number → password) back into `stack.secrets`."""
     for number, password in passwords.items():
         stack.secrets[f"EXT_{number}_PASSWORD"] = password
+
+
+def cli_env(stack: PbxStack) -> dict[str, str]:
+    """The environment `reconciler` needs to work on `stack` as a user runs it (no env file, no
+    secrets dir, the state under the stack's workdir, this PBX's AMI port)."""
+    return {
+        **os.environ,
+        **stack.secrets,
+        "RECONCILER_CONTAINER": stack.pbx.name,
+        "RECONCILER_ENV_FILE": str(stack.workdir / "no.env"),
+        "RECONCILER_SECRETS_DIR": str(stack.workdir / "no-secrets"),
+        "RECONCILER_STATE_DIR": str(stack.workdir / "state"),
+        "RECONCILER_AMI_PORT": str(stack.pbx.ami_port),
+        "COLUMNS": "200",
+    }
+
+
+def cli(stack: PbxStack, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+    """`python -m reconciler ARGS` against `stack`, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args],
+        env=cli_env(stack),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )

@@ -8,9 +8,6 @@ needs and leaves the baseline (4000-4005, their passwords) live.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,19 +126,6 @@ def hide_endpoint_when_auth_gets(stack: PbxStack, password: str) -> str:
     return name
 
 
-def cli_env(stack: PbxStack) -> dict[str, str]:
-    return {
-        **os.environ,
-        **stack.secrets,
-        "RECONCILER_CONTAINER": stack.pbx.name,
-        "RECONCILER_ENV_FILE": str(stack.workdir / "no.env"),
-        "RECONCILER_SECRETS_DIR": str(stack.workdir / "no-secrets"),
-        "RECONCILER_STATE_DIR": str(stack.workdir / "state"),
-        "RECONCILER_AMI_PORT": str(stack.pbx.ami_port),
-        "COLUMNS": "200",
-    }
-
-
 def test_a_store_change_asterisk_does_not_show_is_rolled_back_to_the_previous_rows(
     stack: PbxStack, tmp_path: Path
 ) -> None:
@@ -153,13 +137,7 @@ def test_a_store_change_asterisk_does_not_show_is_rolled_back_to_the_previous_ro
         with pytest.raises(ApplyRolledBack) as failed:
             stack.apply(desired)
         # the same, as a user runs it: exit code 1 as for a file rollback
-        run = subprocess.run(
-            [sys.executable, "-m", "reconciler", "apply", str(desired)],
-            env=cli_env(stack),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        run = storedb.cli(stack, "apply", str(desired))
     finally:
         storedb.sql(stack.pbx, f"DROP TRIGGER IF EXISTS {trigger};")
 
@@ -190,13 +168,7 @@ def test_a_row_edited_behind_the_reconcilers_back_is_detected_and_healed_by_the_
     storedb.sql(stack.pbx, f"UPDATE {store.AUTHS} SET password='hand-edited' WHERE id='4004-auth';")
     assert register_status(stack, "4004", stack.password("4004")) in (401, 403)  # the edit is live
 
-    dry = subprocess.run(
-        [sys.executable, "-m", "reconciler", "apply", "--dry-run", str(desired)],
-        env=cli_env(stack),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    dry = storedb.cli(stack, "apply", "--dry-run", str(desired))
     assert "(drift)" in dry.stdout, dry.stdout + dry.stderr  # a dry run names it
     assert storedb.password_row(stack.pbx, "4004") == "hand-edited"  # and changes nothing
 
