@@ -17,10 +17,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler.asterisk import store
-from tests.harness.containers import AsteriskContainer, PbxStack, make_secrets, write_desired_dir
+from tests.harness.containers import MANAGED_DIR, AsteriskContainer, PbxStack, make_secrets, write_desired_dir
 
-# What Asterisk logs when a reload of any module (res_pjsip, pbx_config, app_voicemail) runs.
-RELOAD_LOG = re.compile(r"Reloading module '[^']+'|[Dd]ialplan reload")
+# What Asterisk logs when a module (res_pjsip, app_voicemail, ...) reloads. `dialplan reload`
+# logs nothing at the image's log levels: `managed_files` proves extensions.conf did not change.
+# The client's log barrier reloads udptl; it is not a reload of the config.
+RELOAD_LOG = re.compile(r"Reloading module '(?!udptl')[^']+'")
+MANAGED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
 
 
 def sql(container: AsteriskContainer, query: str) -> str:
@@ -43,6 +46,13 @@ def endpoint_ids(container: AsteriskContainer) -> set[str]:
 def password_row(container: AsteriskContainer, number: str) -> str:
     """The password column of extension `number`'s auth row ('' when there is no row)."""
     return sql(container, f"SELECT password FROM {store.AUTHS} WHERE id='{store.auth_id(number)}';").strip()
+
+
+def managed_files(container: AsteriskContainer) -> dict[str, str]:
+    """sha256 of each rendered file in the managed dir (the files an apply would reload)."""
+    code, out = container.exec(f"cd {MANAGED_DIR} && sha256sum {' '.join(MANAGED_FILES)}")
+    assert code == 0, out
+    return {name: digest for digest, name in (line.split() for line in out.splitlines())}
 
 
 def reloads_logged(log: str) -> list[str]:

@@ -47,6 +47,7 @@ def test_an_added_extension_registers_and_answers_at_once_with_no_reload(
     stack: PbxStack, tmp_path: Path
 ) -> None:
     desired = storedb.desired_with(stack, tmp_path / "added", [*BASELINE, NEW])
+    files = storedb.managed_files(stack.pbx)
     offset = stack.pbx.log_size()
 
     result = stack.apply(desired)
@@ -58,6 +59,7 @@ def test_an_added_extension_registers_and_answers_at_once_with_no_reload(
     registered = sipp.register(NEW, stack.password(NEW), stack.pbx.sip_port)
     assert registered.final_status("REGISTER") == 200, registered.describe()
     assert storedb.reloads_logged(stack.pbx.log_since(offset)) == []
+    assert storedb.managed_files(stack.pbx) == files  # no file changed: no dialplan to reload
     assert NEW in storedb.endpoint_ids(stack.pbx)
 
     # The pattern dialplan routes the new number to the new phone, and that phone answers.
@@ -72,6 +74,7 @@ def test_a_changed_password_refuses_the_old_one_and_takes_the_new_one_with_no_re
     stack: PbxStack, tmp_path: Path
 ) -> None:
     old, new = storedb.new_password(stack, "4002")
+    files = storedb.managed_files(stack.pbx)
     offset = stack.pbx.log_size()
 
     result = stack.apply(storedb.desired_with(stack, tmp_path / "repassworded", BASELINE))
@@ -82,6 +85,7 @@ def test_a_changed_password_refuses_the_old_one_and_takes_the_new_one_with_no_re
     assert register_status(stack, "4002", new) == 200
     assert storedb.password_row(stack.pbx, "4002") == new
     assert storedb.reloads_logged(stack.pbx.log_since(offset)) == []
+    assert storedb.managed_files(stack.pbx) == files
 
 
 def test_a_removed_extension_is_refused_its_live_contact_is_dropped_and_calls_to_it_fail(
@@ -92,6 +96,7 @@ def test_a_removed_extension_is_refused_its_live_contact_is_dropped_and_calls_to
     with sipp.answering_phone(NEW, password, stack.pbx.sip_port) as phone:
         contact = f"{NEW}/sip:{NEW}@127.0.0.1:{phone.local_port}"
         assert contact in stack.pbx.contacts()
+        files = storedb.managed_files(stack.pbx)
         offset = stack.pbx.log_size()
 
         result = stack.apply(storedb.desired_with(stack, tmp_path / "removed", BASELINE))
@@ -110,6 +115,7 @@ def test_a_removed_extension_is_refused_its_live_contact_is_dropped_and_calls_to
     refused = sipp.register(NEW, password, stack.pbx.sip_port)
     assert refused.final_status("REGISTER") in (401, 403, 404), refused.describe()
     assert storedb.reloads_logged(stack.pbx.log_since(offset)) == []
+    assert storedb.managed_files(stack.pbx) == files
 
 
 def hide_endpoint_when_auth_gets(stack: PbxStack, password: str) -> str:

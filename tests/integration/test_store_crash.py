@@ -54,6 +54,7 @@ def test_a_reconciler_killed_after_the_store_delta_leaves_one_revision_after_the
     assert stack.pbx.read_file(f"{MANAGED_DIR}/state.json") == state_before
 
     settled = stack.apply(target)
+    print(f"the next apply settled it: changes={settled.changes} settled={settled.settled}")
 
     assert settled.recorded and all(c.ok for c in settled.checks), settled
     rows = {n: storedb.password_row(stack.pbx, n) for n in CHANGED}

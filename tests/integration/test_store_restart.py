@@ -36,7 +36,11 @@ def test_after_a_restart_every_extension_registers_and_the_next_apply_is_unchang
         stack.pbx.docker_restart()
     else:
         stack.pbx.exec("asterisk -rx 'core restart now'")
-        assert poll(lambda: (u := uptime_s(stack)) is not None and u < 2, timeout_s=30, interval_s=0.2)
+        def restarted() -> bool:
+            now = uptime_s(stack)
+            return now is not None and now < 2
+
+        assert poll(restarted, timeout_s=30, interval_s=0.2)
         stack.pbx.wait_booted()
 
     # Just after boot Asterisk may drop a request or two: each phone gets a few tries.
