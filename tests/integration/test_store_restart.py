@@ -3,6 +3,7 @@ reconciler recorded (files and store) still verifies, and the next apply has not
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_after_a_restart_every_extension_registers_and_the_next_apply_is_unchang
         stack.pbx.docker_restart()
     else:
         stack.pbx.exec("asterisk -rx 'core restart now'")
+
         def restarted() -> bool:
             now = uptime_s(stack)
             return now is not None and now < 2
@@ -49,7 +51,7 @@ def test_after_a_restart_every_extension_registers_and_the_next_apply_is_unchang
             sipp.register(number, stack.password(number), stack.pbx.sip_port).final_status("REGISTER") == 200
         )
 
-    refused = [n for n in NUMBERS if not poll(lambda n=n: registers(n), timeout_s=15)]
+    refused = [n for n in NUMBERS if not poll(functools.partial(registers, n), timeout_s=15)]
     assert refused == [], stack.pbx.log_tail(40)
     assert storedb.endpoint_ids(stack.pbx) == set(NUMBERS)
 
