@@ -55,9 +55,11 @@ def test_after_a_restart_every_extension_registers_and_the_next_apply_is_unchang
     assert refused == [], stack.pbx.log_tail(40)
     assert storedb.endpoint_ids(stack.pbx) == set(NUMBERS)
 
-    status = storedb.cli(stack, "status", "--json")
+    status = storedb.cli(stack, "status", "--json", "--dir", str(desired))
     assert status.returncode == 0, status.stdout + status.stderr
     shown = json.loads(status.stdout)
     assert shown["summary"]["problems"] == [], shown["summary"]
+    assert shown["summary"]["extensions_total"] == len(NUMBERS), shown["summary"]
+    assert shown["desired"]["pending"] is False, shown["desired"]
     result = stack.apply(desired)
     assert result.unchanged, result.changes
