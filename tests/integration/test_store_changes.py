@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.asterisk import store
-from reconciler.errors import EXIT_ERROR
+from reconciler.errors import EXIT_ERROR, ManagedWriteFailed
 from reconciler.gitops.apply import ApplyRolledBack
 from tests.harness import sipp, storedb
 from tests.harness.containers import EXTENSIONS, PbxStack, poll
@@ -171,6 +171,35 @@ def test_a_store_change_asterisk_does_not_show_is_rolled_back_to_the_previous_ro
     result = stack.apply(desired)
     assert store_changes(result) == ["store: extension 4003 added or changed"], result.changes
     assert register_status(stack, "4003", new) == 200
+
+
+def test_a_store_write_the_database_refuses_changes_nothing_and_says_so(
+    stack: PbxStack, tmp_path: Path
+) -> None:
+    old, new = storedb.new_password(stack, "4005")
+    desired = storedb.desired_with(stack, tmp_path / "refused", BASELINE)
+    quoted = store.sql_quote(new)
+    storedb.sql(
+        stack.pbx,
+        f"CREATE TRIGGER gitops_test_refuse BEFORE INSERT ON {store.AUTHS} WHEN NEW.password = {quoted} "
+        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+    )
+    digest_before = storedb.sql(stack.pbx, f".sha3sum {store.DIGEST_PATTERN}")
+    try:
+        with pytest.raises(ManagedWriteFailed) as failed:
+            stack.apply(desired)
+    finally:
+        storedb.sql(stack.pbx, "DROP TRIGGER IF EXISTS gitops_test_refuse;")
+
+    message = failed.value.message
+    assert "writing the store" in message and "injected fault" in message, message
+    assert new not in message and old not in message
+    # ONE transaction: the rows deleted before the refused insert are back too
+    assert storedb.sql(stack.pbx, f".sha3sum {store.DIGEST_PATTERN}") == digest_before
+    assert register_status(stack, "4005", old) == 200
+    result = stack.apply(desired)
+    assert store_changes(result) == ["store: extension 4005 added or changed"], result.changes
+    assert register_status(stack, "4005", new) == 200
 
 
 def test_a_row_edited_behind_the_reconcilers_back_is_detected_and_healed_by_the_next_apply(
