@@ -225,12 +225,6 @@ def test_a_row_edited_behind_the_reconcilers_back_is_detected_and_healed_by_the_
     assert stack.apply(desired).unchanged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciler/gitops/loop.py `_drift` compares files and markers, never the store digest "
-    "that read_live() returns (outside this branch's files: the four-line fix is in the storetest "
-    "report); remove this marker with that fix",
-)
 def test_the_watch_loops_drift_check_finds_a_hand_edited_row_and_heals_it(
     stack: PbxStack, tmp_path: Path
 ) -> None:
