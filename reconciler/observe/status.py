@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.asterisk import parsers
+from reconciler.asterisk import store as store_mod
 from reconciler.asterisk.client import rx_command
 from reconciler.asterisk.control import ControlChannel
 from reconciler.asterisk.journal import JOURNAL_PATH, parse_journal
@@ -141,7 +142,7 @@ def _files_step(client: Any) -> str:
     split = f"printf '\\n%s\\n' {shlex.quote(_RECORD_SPLIT)}"
     return (
         f'cat {state_file} 2>/dev/null; for f in {records}; do {split}; cat "$f" 2>/dev/null; done; '
-        f"{split}; date +%s"
+        f"{split}; date +%s; {split}; {store_mod.digest_step()}"
     )
 
 
@@ -178,7 +179,8 @@ def query_asterisk(
         live_contacts = channel.contacts()
         uptime, channels = channel.commands(["core show uptime seconds", "core show channels concise"])
         found = [e for name in providers if (e := channel.endpoint(name)) is not None]
-    state_text, journal_text, lease_text, clock = ([*first.split(f"\n{_RECORD_SPLIT}\n"), "", "", ""])[:4]
+    parts = [*first.split(f"\n{_RECORD_SPLIT}\n"), "", "", "", ""]
+    state_text, journal_text, lease_text, clock, digest_text = parts[:5]
     try:
         live = json.loads(state_text) if state_text.strip() else None
     except ValueError:
@@ -193,6 +195,7 @@ def query_asterisk(
         "uptime_s": int(match[1]) if match else None,
         "registration_events": parsers.parse_registration_events(reg_log.splitlines()),
         "transaction": transaction_view(journal_text, lease_text, clock),
+        "store_digest": store_mod.parse_digest(digest_text),
     }
 
 
@@ -438,6 +441,11 @@ def summarize(status: dict[str, Any]) -> dict[str, Any]:
         if not p["registered"]:
             why = f" ({p['reason']})" if p.get("reason") else ""
             problems.append(f"provider {p['name']} is {p['state'] or 'not registered'}{why}")
+    if (status.get("store") or {}).get("drift"):
+        problems.append(
+            "the realtime store's rows are not those the live revision recorded (changed behind the "
+            "reconciler's back?): the next apply, or the watch loop, rewrites them"
+        )
     interrupted = (status.get("transaction") or {}).get("interrupted")
     if interrupted:
         problems.append(
@@ -493,6 +501,7 @@ def collect_status(
         "extensions": [],
         "restart_pending": None,
         "transaction": {"interrupted": None, "lock": None},
+        "store": {"recorded": False, "drift": False},
     }
     try:
         wanted = [p.name for p in desired_state.providers] if desired_state is not None else []
@@ -517,6 +526,11 @@ def collect_status(
         status["providers"] = providers
         status["extensions"] = build_extensions(extensions, provider_names, agents, desired_state)
         live = raw["live"]
+        recorded_store = live.get("store") if live else None
+        status["store"] = {
+            "recorded": bool(recorded_store),
+            "drift": bool(recorded_store) and raw["store_digest"] != recorded_store,
+        }
         if live:
             applied = to_epoch(live.get("applied_at"))
             status["live"] = {

@@ -248,12 +248,6 @@ def test_the_watch_loops_drift_check_finds_a_hand_edited_row_and_heals_it(
     assert loop.reconcile("poll").result == "unchanged"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`reconciler status` (reconciler/observe, outside this branch's files) does not compare "
-    "the live store digest with state.json's: a hand-edited row shows no problem; remove this "
-    "marker when it does",
-)
 def test_status_names_a_hand_edited_store_row_as_a_problem(stack: PbxStack, tmp_path: Path) -> None:
     desired = storedb.desired_with(stack, tmp_path / "status", BASELINE)
     assert stack.apply(desired).unchanged
