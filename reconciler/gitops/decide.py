@@ -135,6 +135,8 @@ def plan_store(rendered: Any, obs: Observed, holder: Holder) -> StorePlan:
         heal = "the store has no applied rows yet"
     elif recorded is None:
         heal = "state.json records no store"
+    elif live.digest != recorded and obs.journal is not None:
+        heal = f"{obs.journal.describe()} was interrupted after its store rows were written"
     elif live.digest != recorded:
         heal = "the store's rows differ from those recorded (drift)"
     if heal is not None:
