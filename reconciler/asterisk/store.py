@@ -439,22 +439,6 @@ def digest_step(command: str = DIGEST_COMMAND) -> str:
     )
 
 
-@dataclass(frozen=True)
-class StoreChange:
-    """What the store must do for one apply: the extensions whose rows change."""
-
-    added: tuple[str, ...] = ()
-    changed: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-
-    @property
-    def numbers(self) -> tuple[str, ...]:
-        return (*self.added, *self.changed, *self.removed)
-
-    def __bool__(self) -> bool:
-        return bool(self.numbers)
-
-
 # --- verification sized to the change: one object at a time ------------------------------------
 
 VERIFY_CAP = 20  # at most this many changed extensions are asked about one by one
