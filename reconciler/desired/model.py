@@ -59,6 +59,7 @@ PATTERN_HELP = {
     EMAIL_RE: "is not an email address (letters, digits and . _ % + - before the @, a host name after)",
 }
 Codec = Literal["ulaw", "alaw", "g722", "g729", "gsm", "ilbc", "opus", "speex", "slin", "h264", "vp8"]
+DEFAULT_CODECS: tuple[Codec, ...] = ("ulaw", "alaw")
 
 
 class SecretRef(str):
@@ -264,7 +265,9 @@ class PbxSettings(_Model):
     external_address: Host | None = Field(None, description="Public address of the PBX behind NAT.")
     local_net: list[Network] = Field(default_factory=list, description="Networks that are not behind NAT.")
     codecs: list[Codec] = Field(
-        default_factory=lambda: ["ulaw", "alaw"], min_length=1, description="Codecs, in order of preference."
+        default_factory=lambda: list(DEFAULT_CODECS),
+        min_length=1,
+        description="Codecs, in order of preference.",
     )
 
 
@@ -322,7 +325,7 @@ class Voicemail(_Model):
     email: Email | None = Field(None, description="Notify address.")
 
 
-DEFAULT_VOICEMAIL = Voicemail()  # `voicemail: true`: no PIN of its own, no e-mail
+DEFAULT_VOICEMAIL = Voicemail(pin=None, email=None)  # `voicemail: true`: no PIN of its own, no e-mail
 
 
 class Extension(_Model):
@@ -538,15 +541,18 @@ def cross_check(
             exact.setdefault(number, path)
 
     seen_did: dict[tuple[str, str], Path] = {}
-    for i, r in enumerate(state.inbound):
-        if r.provider not in providers:
-            issues.append(_unknown_provider(at("inbound", i, "provider"), r.provider, providers))
-        if r.to not in known_numbers:
-            issues.append(Issue(at("inbound", i, "to"), f"no extension {r.to!r}"))
-        did_key = (r.provider, r.did)
+    for i, inbound in enumerate(state.inbound):
+        if inbound.provider not in providers:
+            issues.append(_unknown_provider(at("inbound", i, "provider"), inbound.provider, providers))
+        if inbound.to not in known_numbers:
+            issues.append(Issue(at("inbound", i, "to"), f"no extension {inbound.to!r}"))
+        did_key = (inbound.provider, inbound.did)
         if did_key in seen_did:
             issues.append(
-                Issue(at("inbound", i, "did"), f"DID {r.did} is already routed by {_fmt(seen_did[did_key])}")
+                Issue(
+                    at("inbound", i, "did"),
+                    f"DID {inbound.did} is already routed by {_fmt(seen_did[did_key])}",
+                )
             )
         seen_did.setdefault(did_key, at("inbound", i, "did"))
     return issues

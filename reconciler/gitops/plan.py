@@ -131,14 +131,14 @@ class SecretMatcher:
         self.by_length = {n: frozenset(v) for n, v in grouped.items()}
         self.lengths = sorted(self.by_length, reverse=True)
         self.shortest = min(self.lengths) if self.lengths else 0
+        # Every window of a length, listed by the regex engine (in C), then one set test in C.
+        self._windows = {n: re.compile(f"(?=(.{{{n}}}))", re.DOTALL) for n in self.lengths}
 
     def _any(self, line: str) -> bool:
         size = len(line)
         for length in self.lengths:
-            if length <= size:
-                found = self.by_length[length]
-                if any(line[i : i + length] in found for i in range(size - length + 1)):
-                    return True
+            if length <= size and not self.by_length[length].isdisjoint(self._windows[length].findall(line)):
+                return True
         return False
 
     def sub(self, replacement: str, line: str) -> str:
