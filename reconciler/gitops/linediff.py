@@ -13,22 +13,31 @@ On small inputs (one block) this is SequenceMatcher itself, so the output is dif
 from __future__ import annotations
 
 import difflib
+import itertools
+import re
 from collections.abc import Sequence
 
 Opcode = tuple[str, int, int, int, int]
 
 
-def _starts_block(line: str) -> bool:
-    stripped = line.lstrip()
-    first = stripped[:1]
-    if first == "[" or first == ";":
-        return True
-    return "=>" in line and not stripped.startswith("same")
+# A line that starts a block: `[`/`;` first (after blanks), or holding `=>` and not a `same =>`.
+_BLOCK_START = re.compile(r"^(?:[^\S\n]*[\[;]|(?![^\S\n]*same)[^\n]*=>)", re.MULTILINE)
+
+
+def matching_lines(lines: Sequence[str], pattern: re.Pattern[str]) -> list[tuple[int, re.Match[str]]]:
+    """(index, match) of the lines where the MULTILINE `pattern` matches at the line's start,
+    found by the regex engine over the joined text instead of a Python loop over every line."""
+    text = "\n".join(lines)
+    matches = list(pattern.finditer(text))
+    offsets = [0, *(m.start() for m in matches)]
+    numbers = itertools.accumulate(text.count("\n", a, b) for a, b in itertools.pairwise(offsets))
+    return list(zip(numbers, matches, strict=True))
 
 
 def _blocks(lines: Sequence[str]) -> tuple[list[tuple[str, ...]], list[int]]:
     """(blocks as tuples of lines, start index of each block)."""
-    starts = [i for i, line in enumerate(lines) if i == 0 or _starts_block(line)]
+    starts = [i for i, _ in matching_lines(lines, _BLOCK_START) if i > 0]
+    starts = [0, *starts] if lines else []
     ends = [*starts[1:], len(lines)] if starts else []
     return [tuple(lines[s:e]) for s, e in zip(starts, ends, strict=True)], starts
 

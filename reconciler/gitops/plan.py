@@ -42,6 +42,7 @@ _SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)\s*=>?\s*)(\S.*?)(\s
 _USER_KEY = re.compile(r"^(\s*(?:username|from_user|contact_user)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
 _USERINFO_KEY = re.compile(r"^(\s*(?:client_uri|contact)\s*=>?\s*sips?:)([^@\s;]+)(@.*)$", re.IGNORECASE)
 _SECTION_LINE = re.compile(r"^\s*\[([^\]]*)\]")
+_SECTION_HEADER = re.compile(r"^[^\S\n]*\[([^\]\n]*)\]", re.MULTILINE)  # _SECTION_LINE, in a text
 _EXTENSION_SECTION = re.compile(r"[0-9]+(?:-auth)?")  # an extension's own user name is its number
 _MAILBOX_LINE = re.compile(r"^(\s*[0-9]+\s*=>\s*)([^,]*)(,.*)?$")
 _DIALPLAN_LABEL = re.compile(r"NoOp\((route|extension|inbound|feature) ([^\s:)]+)(?: ([^\s:)]+))?")
@@ -93,28 +94,36 @@ def revision_of_text(text: str) -> str | None:
 
 def strip_revision(text: str) -> str:
     """`text` without the revision header line, the marker AOR section and the gitops-meta line."""
+    lines = _lines(text)
+    dropped: list[tuple[int, int]] = []  # [start, end) line ranges, in order
+    marker_from: int | None = None
+    # Only a line starting with `[`, `;` or `e` can be a marker or start or end a marker section:
+    # the regex engine finds those, so the other lines of a 50,000-extension file cost nothing here.
+    for i, _ in linediff.matching_lines(lines, _MARKER_CANDIDATE):
+        stripped = lines[i].strip()
+        if stripped.startswith("["):
+            if marker_from is not None:
+                dropped.append((marker_from, i))
+                marker_from = None
+            if _MARKER_SECTION.match(stripped):
+                marker_from = i
+                continue
+        if marker_from is None and (
+            _REVISION_LINE.match(stripped) or _MARKER_COMMENT.match(stripped) or _META_LINE.match(stripped)
+        ):
+            dropped.append((i, i + 1))
+    if marker_from is not None:
+        dropped.append((marker_from, len(lines)))
     out: list[str] = []
-    in_marker = False
-    for line in _lines(text):
-        # Only a line starting with `[`, `;` or `e` can be a marker: the others skip the regexes
-        # (this runs over every line of both versions of a 50,000-extension file).
-        first = line.lstrip()[:1]
-        if first not in _MARKER_FIRST:
-            if not in_marker:
-                out.append(line)
-            continue
-        stripped = line.strip()
-        if first == "[":
-            in_marker = bool(_MARKER_SECTION.match(stripped))
-        if in_marker or _REVISION_LINE.match(stripped) or _MARKER_COMMENT.match(stripped):
-            continue
-        if _META_LINE.match(stripped):
-            continue
-        out.append(line)
+    kept_from = 0
+    for start, end in dropped:
+        out += lines[kept_from:start]
+        kept_from = end
+    out += lines[kept_from:]
     return "\n".join(out).rstrip("\n")
 
 
-_MARKER_FIRST = frozenset("[;e")
+_MARKER_CANDIDATE = re.compile(r"^[^\S\n]*[\[;e]", re.MULTILINE)
 
 
 class SecretMatcher:
@@ -131,8 +140,9 @@ class SecretMatcher:
         self.by_length = {n: frozenset(v) for n, v in grouped.items()}
         self.lengths = sorted(self.by_length, reverse=True)
         self.shortest = min(self.lengths) if self.lengths else 0
-        # Every window of a length, listed by the regex engine (in C), then one set test in C.
-        self._windows = {n: re.compile(f"(?=(.{{{n}}}))", re.DOTALL) for n in self.lengths}
+        # Every window of a length made only of characters that secrets of that length use, listed
+        # by the regex engine, then one set test (10-digit PINs: only runs of 10 digits are looked at).
+        self._windows = {n: _window_pattern(grouped[n], n) for n in self.lengths}
 
     def _any(self, line: str) -> bool:
         size = len(line)
@@ -157,6 +167,11 @@ class SecretMatcher:
                 i += 1
         out.append(line[last:])
         return "".join(out)
+
+
+def _window_pattern(values: set[str], length: int) -> re.Pattern[str]:
+    chars = "".join(re.escape(c) for c in sorted(set().union(*values)))
+    return re.compile(f"(?=([{chars}]{{{length}}}))")
 
 
 @functools.lru_cache(maxsize=8)
@@ -221,12 +236,9 @@ class _Sections:
     def __init__(self, lines: list[str]) -> None:
         self.starts: list[int] = []
         self.names: list[str] = []
-        for i, line in enumerate(lines):
-            if line.lstrip().startswith("["):
-                header = _SECTION_LINE.match(line)
-                if header:
-                    self.starts.append(i)
-                    self.names.append(header.group(1).strip())
+        for i, header in linediff.matching_lines(lines, _SECTION_HEADER):
+            self.starts.append(i)
+            self.names.append(header.group(1).strip())
 
     def at(self, index: int) -> str | None:
         pos = bisect.bisect_right(self.starts, index) - 1
