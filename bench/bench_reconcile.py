@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -301,30 +300,34 @@ def measure_render(workdir: Path, count: int) -> dict[str, float | int]:
 
 def _child_max_rss(path: Path, settings: Any) -> int:
     """Max RSS (bytes) of a fresh Python that validates, renders and plans `path` against nothing:
-    the whole process, interpreter and libraries included."""
-    env = {**os.environ, **settings.environ, "BENCH_CHILD_DIR": str(path)}
+    the whole process, interpreter and libraries included. The secrets go in a 0600 file (50,000
+    of them do not fit in an environment)."""
+    secrets_file = path.parent / f"{path.name}.secrets.json"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(json.dumps(settings.environ))
     code = (
-        f"import json, os, resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
+        f"import resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from pathlib import Path\n"
         "from bench.bench_reconcile import child_render\n"
-        f"child_render(Path(os.environ['BENCH_CHILD_DIR']), {str(settings.state_dir.parent)!r})\n"
+        f"child_render(Path({str(path)!r}), Path({str(secrets_file)!r}))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    finally:
+        secrets_file.unlink()
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def child_render(path: Path, workdir: str) -> None:
-    settings = replace(isolated_settings("bench-none", Path(workdir), dict(os.environ)), desired_dir=path)
+def child_render(path: Path, secrets_file: Path) -> None:
+    """What `_child_max_rss` measures: validate, render, plan against nothing."""
+    environ = json.loads(secrets_file.read_text())
+    settings = replace(isolated_settings("bench-none", path.parent, environ), desired_dir=path)
     loaded = load_desired(path)
     secrets = resolve_secrets(loaded, settings)
     rendered = render_desired(path, settings)
-    make_plan(
-        rendered.files,
-        {},
-        rendered.secret_values,
-        models=plan_models(None, snapshot_of(loaded.state, secrets, SNAPSHOT_KEY)),
-    )
+    snapshot = snapshot_of(loaded.state, secrets, SNAPSHOT_KEY)
+    make_plan(rendered.files, {}, rendered.secret_values, models=plan_models(None, snapshot))
 
 
 @contextmanager
