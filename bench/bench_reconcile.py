@@ -275,8 +275,7 @@ def measure_render(workdir: Path, count: int) -> dict[str, float | int]:
     rss = _child_max_rss(path, settings)
     # Python memory in a separate pass: tracemalloc slows allocation-heavy code several-fold.
     tracemalloc.start()
-    rendered = render_desired(path, settings)
-    make_plan(rendered.files, {}, rendered.secret_values)
+    child_render(path, None, settings)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     size = times["rendered_bytes"]
@@ -319,10 +318,13 @@ def _child_max_rss(path: Path, settings: Any) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def child_render(path: Path, secrets_file: Path) -> None:
-    """What `_child_max_rss` measures: validate, render, plan against nothing."""
-    environ = json.loads(secrets_file.read_text())
-    settings = replace(isolated_settings("bench-none", path.parent, environ), desired_dir=path)
+def child_render(path: Path, secrets_file: Path | None, settings: Any = None) -> None:
+    """What the memory peaks measure: validate, render, plan against nothing (the model plan and
+    the masked diff of every file)."""
+    if settings is None:
+        assert secrets_file is not None
+        environ = json.loads(secrets_file.read_text())
+        settings = replace(isolated_settings("bench-none", path.parent, environ), desired_dir=path)
     loaded = load_desired(path)
     secrets = resolve_secrets(loaded, settings)
     rendered = render_desired(path, settings)
