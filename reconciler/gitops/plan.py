@@ -9,7 +9,9 @@ without the YAML they came from. Revision lines (the `; revision:` header, the `
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
+import gc
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +83,17 @@ class Plan:
 def _ordered(names: Iterable[str]) -> list[str]:
     order = list(RELOAD_COMMANDS)
     return sorted(set(names), key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def revision_of_text(text: str) -> str | None:
@@ -456,6 +469,18 @@ def make_plan(
     With `models` (from `plan_models(before, after)`), the semantic changes and restart reasons
     are the model plan's and no file is parsed; without it they come from the changed files'
     sections, which also works against live files nothing remembers the model of."""
+    # Millions of short-lived lines, matches and tuples and no garbage cycles among them: the
+    # cyclic collector's passes over them took ~40% of a 50,000-extension plan.
+    with _gc_paused():
+        return _make_plan(new, live, secret_values, models)
+
+
+def _make_plan(
+    new: Mapping[str, str] | Any,
+    live: Mapping[str, str],
+    secret_values: Iterable[str],
+    models: ModelPlan | None,
+) -> Plan:
     new_files: Mapping[str, str] = new.files if hasattr(new, "files") else new
     secrets = frozenset(secret_values)
     names = _ordered(new_files)
