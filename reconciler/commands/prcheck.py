@@ -69,7 +69,7 @@ def pr_check(
         base=_base_ref(base, pr, environ),
         templates_dir=templates,
         revision=revision,
-        verify=verify,  # type: ignore[arg-type]  # checked against VERIFY_MODES above
+        verify=verify,  # checked against VERIFY_MODES above
         image=image,
     )
 

@@ -225,7 +225,7 @@ def history_cmd(
         table.add_column(column, overflow="fold")
     styles = {"applied": "green", "unchanged": "dim", "drift-fixed": "yellow", "drift-detected": "yellow"}
     for r in records:
-        result = str(r["result"]) + (f" x{r['count']}" if int(r.get("count") or 1) > 1 else "")
+        result = str(r["result"]) + (f" x{r['count']}" if _number(r.get("count"), 1) > 1 else "")
         detail = r.get("reason") or ", ".join(r.get("changes") or [])  # type: ignore[arg-type]
         table.add_row(
             str(r["started_at"]).replace("+00:00", "Z"),
@@ -233,7 +233,7 @@ def history_cmd(
             str(r.get("subject") or ""),
             str(r["trigger"]),
             f"[{styles.get(str(r['result']), 'red')}]{result}[/]",
-            f"{float(r.get('duration_s') or 0):.2f}s",
+            f"{_number(r.get('duration_s'), 0):.2f}s",
             str(detail),
         )
     console.print(table)
@@ -272,3 +272,10 @@ def register(app: typer.Typer) -> None:
     app.command("suspend")(suspend_cmd)
     app.command("resume")(resume_cmd)
     app.command("retry")(retry_cmd)
+
+
+def _number(value: object, default: float) -> float:
+    """A number from a history record field (`count`, `duration_s`); `default` when it is empty."""
+    if not value or not isinstance(value, int | float | str):
+        return default
+    return float(value)

@@ -18,7 +18,7 @@ import gc
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,14 +243,14 @@ class _Yaml12PyLoader(_Yaml12Schema, yaml.SafeLoader):
             raise ComposerError(None, None, _too_deep_message(), event.start_mark)
         self._depth += 1
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
 
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _Yaml12CLoader(_Yaml12Schema, yaml.CSafeLoader):  # type: ignore[misc, name-defined]
+    class _Yaml12CLoader(_Yaml12Schema, yaml.CSafeLoader):
         """libyaml's parser (about 20 times faster than PyYAML's Python one)."""
 
     _FAST_LOADER: type = _Yaml12CLoader
@@ -278,7 +278,7 @@ def _float(text: str) -> float:
     return float(digits.replace(".inf", "inf"))
 
 
-_SCALARS = {
+_SCALARS: dict[str, Callable[[str], Any]] = {
     _TAG + "str": str,
     _TAG + "int": _int,
     _TAG + "float": _float,
@@ -320,6 +320,7 @@ class _Builder:
         if depth >= MAX_DEPTH:
             raise _too_deep(node)
         self._active.add(ident)
+        built: tuple[Any, LineIndex]
         if type(node) is MappingNode and node.tag == _MAP:
             built = self._mapping(node, depth + 1)
         elif type(node) is SequenceNode and node.tag == _SEQ:
@@ -486,7 +487,7 @@ def _check_aliases(root: Node) -> None:
                             "an alias (*name) cannot be a mapping key",
                             value.start_mark if id(value) not in sizes else node.start_mark,
                         )
-                    child_size, child_height = visit(child, depth + 1, near)
+                    child_size, child_height = visit(child, depth + 1, near or child)
                     size += child_size
                     height = max(height, child_height + 1)
             active.discard(ident)

@@ -89,8 +89,9 @@ def pull_request_from_event(environ: Mapping[str, str]) -> PullRequest | None:
     pr = event.get("pull_request") if isinstance(event, dict) else None
     if not isinstance(pr, dict) or not isinstance(pr.get("number"), int):
         return None
-    base = pr.get("base") if isinstance(pr.get("base"), dict) else {}
-    head = pr.get("head") if isinstance(pr.get("head"), dict) else {}
+    base_raw, head_raw = pr.get("base"), pr.get("head")
+    base: dict[str, Any] = base_raw if isinstance(base_raw, dict) else {}
+    head: dict[str, Any] = head_raw if isinstance(head_raw, dict) else {}
     return PullRequest(
         number=pr["number"],
         base_sha=base.get("sha") if isinstance(base.get("sha"), str) else None,

@@ -36,6 +36,7 @@ from reconciler.desired.model import DesiredState, SecretUse, secret_refs
 from reconciler.desired.render import Rendered, render_desired
 from reconciler.desired.revision import revision_of
 from reconciler.desired.secrets import weakness
+from reconciler.desired.snapshot import snapshot_of
 from reconciler.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -401,7 +402,13 @@ def run_pr_check(
                 report.base_note = (
                     f"the base `{base_sha[:12]}` does not render ({exc.message}): planned against nothing"
                 )
-        report.plan = planning.make_plan(rendered.files, base_files, masked)
+        # The semantic plan on models: base and head snapshots with the same throwaway values, so a
+        # secret shows as changed exactly when the PR points a field at another reference.
+        key = secrets.token_bytes(32)
+        after = snapshot_of(head.state, values, key)
+        before = snapshot_of(base_state, values, key) if base_files and base_state is not None else None
+        models = planning.plan_models(before, after)
+        report.plan = planning.make_plan(rendered.files, base_files, masked, models=models)
         echo(f"plan: {len(report.plan.changes)} change(s), {report.base_note}")
 
         env_file = write_env_file(values, work / "throwaway.env")

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import git
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -218,7 +218,8 @@ def _write_tree(tree: git.Tree, target: Path) -> None:
     as that file's content; leaving the tree or to nothing, it is written as the same refusal
     (`load.write_refused`), so the loop reports what `validate` reports on a checkout.
     """
-    for item in tree.traverse():
+    for entry in tree.traverse():
+        item = cast("git.objects.base.IndexObject", entry)  # traverse() yields objects, not edges
         rel = Path(item.path).relative_to(tree.path) if tree.path else Path(item.path)
         dest = target / rel
         mode = item.mode & 0o170000
@@ -229,7 +230,11 @@ def _write_tree(tree: git.Tree, target: Path) -> None:
         elif desired and item.type == "tree":
             dest.mkdir(parents=True, exist_ok=True)  # a directory named x.yaml: not a regular file
         elif desired:
-            found = _follow_link(tree, item) if item.type == "blob" and mode == _SYMLINK else NOT_REGULAR
+            found = (
+                _follow_link(tree, cast(git.Blob, item))
+                if item.type == "blob" and mode == _SYMLINK
+                else NOT_REGULAR
+            )
             if isinstance(found, bytes):
                 dest.write_bytes(found)
             else:
@@ -250,7 +255,7 @@ def _follow_link(tree: git.Tree, link: git.Blob, hops: int = 0) -> bytes | str:
         return DANGLING_LINK
     mode = found.mode & 0o170000
     if found.type == "blob" and mode == _REGULAR:
-        return found.data_stream.read()  # type: ignore[no-any-return]
+        return found.data_stream.read()
     if found.type == "blob" and mode == _SYMLINK:
         return DANGLING_LINK if hops >= _MAX_LINK_HOPS else _follow_link(tree, found, hops + 1)
     return NOT_REGULAR
