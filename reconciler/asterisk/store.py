@@ -234,6 +234,68 @@ def changed_numbers(desired: Rows, applied: Mapping[str, str]) -> list[str]:
     return sorted(out)
 
 
+# --- the rows as a file: `render --out` writes them, `plan --against` compares them ---------------
+
+EXPORT_FILE = "store.json"  # beside the rendered .conf files; holds passwords like them (0600)
+# How a changed column reads in a plan: the auth's password and the mailbox are one word each.
+_CHANGED_AS: dict[str, str] = {f"{AUTHS}.password": "password", f"{VOICEMAIL}.password": "voicemail pin"}
+
+
+def extension_rows(state: DesiredState, secrets: Mapping[str, str]) -> dict[str, dict[str, Row]]:
+    """number → table → row of every desired extension (no applied hashes)."""
+    return {ext.number: rows_for(ext, state, secrets) for ext in state.extensions}
+
+
+def export_rows(rows: Mapping[str, Mapping[str, Row]]) -> str:
+    """`extension_rows` as the text of `EXPORT_FILE`."""
+    return json.dumps({"extensions": rows}, indent=1, sort_keys=True) + "\n"
+
+
+def parse_export(text: str | None) -> dict[str, dict[str, Row]] | None:
+    """The rows in an `EXPORT_FILE` text; None when absent or not such a file."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    rows = data.get("extensions") if isinstance(data, dict) else None
+    return rows if isinstance(rows, dict) else None
+
+
+def _changed_columns(before: Mapping[str, Row], after: Mapping[str, Row]) -> list[str]:
+    names: set[str] = set()
+    for table in sorted(set(before) | set(after)):
+        old, new = before.get(table), after.get(table)
+        if old is None or new is None:
+            names.add("voicemail" if table == VOICEMAIL else table)
+            continue
+        for column in sorted(set(old) | set(new)):
+            if old.get(column) != new.get(column):
+                names.add(_CHANGED_AS.get(f"{table}.{column}", "voicemail" if table == VOICEMAIL else column))
+    return sorted(names)
+
+
+def row_changes(
+    before: Mapping[str, Mapping[str, Row]] | None, after: Mapping[str, Mapping[str, Row]]
+) -> list[str]:
+    """What the store would do, extension by extension, in number order: `extension N added`,
+    `extension N removed`, `extension N password, callerid changed` (column names, never values).
+    O(n) dict compares."""
+    old = before or {}
+    out: list[str] = []
+    for number in sorted(set(old) | set(after), key=lambda n: (len(n), n)):
+        if number not in old:
+            out.append(f"extension {number} added")
+        elif number not in after:
+            out.append(f"extension {number} removed")
+        elif old[number] != after[number]:
+            out.append(
+                f"extension {number} {', '.join(_changed_columns(old[number], after[number]))} changed"
+            )
+    return out
+
+
 # --- the SQL texts ----------------------------------------------------------------------------
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import typer
 
+from reconciler.asterisk import store as store_mod
 from reconciler.desired.load import load_desired
 from reconciler.desired.model import DesiredState
 from reconciler.desired.render import RENDERED_FILES, render_desired, write_rendered
@@ -60,7 +62,8 @@ def render(
     settings = _settings(env_file, templates)
     rendered = render_desired(desired_dir or settings.desired_dir, settings, revision=revision)
     try:
-        write_rendered(out, rendered.files)
+        rows = store_mod.export_rows(store_mod.extension_rows(rendered.state, rendered.secrets))
+        write_rendered(out, {**rendered.files, store_mod.EXPORT_FILE: rows})
     except OSError as exc:
         raise ReconcilerError(
             f"cannot write into {out}: {exc.strerror}", "choose a writable --out directory"
@@ -86,16 +89,21 @@ def plan(
     settings = _settings(env_file, templates)
     rendered = render_desired(desired_dir or settings.desired_dir, settings, revision=revision)
     live: dict[str, str] = {}
+    live_rows = None
     if against.is_dir():
         for name in RENDERED_FILES:
             text = _read_live(against / name)
             if text is not None:
                 live[name] = text
+        live_rows = store_mod.parse_export(_read_live(against / store_mod.EXPORT_FILE))
     elif against.exists():
         raise ReconcilerError(
             f"--against {against} is not a directory", "point it at a directory of .conf files"
         )
     result = planning.make_plan(rendered.files, live, rendered.secret_values)
+    # Extensions are store rows, not file lines: compare the rows `render --out` wrote beside them.
+    rows = store_mod.row_changes(live_rows, store_mod.extension_rows(rendered.state, rendered.secrets))
+    result = dataclasses.replace(result, changes=[*rows, *result.changes], store_changes=rows)
     formatter = planning.format_markdown if output_format == "markdown" else planning.format_text
     typer.echo(formatter(result), nl=False)
     if result.has_changes:

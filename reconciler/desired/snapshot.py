@@ -28,8 +28,11 @@ def object_key(kind: str, *ids: str) -> str:
     return ":".join((kind, *ids))
 
 
+EXTENSION_KIND = "extension"
+
+
 def extension_key(number: str) -> str:
-    return object_key("extension", number)
+    return object_key(EXTENSION_KIND, number)
 
 
 def secret_digest(value: str, key: bytes) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler.asterisk.restart import RESTART_WHEN_IDLE
 from reconciler.desired.confparse import Section, parse_conf
-from reconciler.desired.snapshot import ObjectChange, Snapshot, changes
+from reconciler.desired.snapshot import EXTENSION_KIND, ObjectChange, Snapshot, changes
 from reconciler.gitops import linediff
 from reconciler.markers import DIALPLAN_CONTEXT, DIALPLAN_EXTEN, PJSIP_MARKER_PREFIX
 
@@ -64,10 +64,12 @@ class Plan:
     new_revision: str | None = None
     live_revision: str | None = None
     restart_reasons: list[str] = field(default_factory=list)
+    # Rows of the realtime store that change (extensions): named in `changes`, no file, no reload.
+    store_changes: list[str] = field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changed_files)
+        return bool(self.changed_files or self.store_changes)
 
     @property
     def files_to_write(self) -> list[str]:
@@ -500,8 +502,11 @@ def _make_plan(
         diff_parts.extend(_masked_diff(old_text or "", new_text, fromfile, name, secrets))
     diff = "".join(line if line.endswith("\n") else line + "\n" for line in diff_parts)
     live_subset = {k: v for k, v in live.items() if k in new_files}
+    store_changes: list[str] = []
     if models is not None:
         changes, restart = list(models.changes), list(models.restart_reasons)
+        # Extensions are rows of the realtime store: they change no file and reload nothing.
+        store_changes = [c for c in changes if c.startswith(f"{EXTENSION_KIND} ")]
     else:
         changes, restart = semantic_changes(
             {k: new_files[k] for k in changed}, {k: live_subset[k] for k in changed if k in live_subset}
@@ -518,6 +523,7 @@ def _make_plan(
         new_revision=new_revision,
         live_revision=live_revision,
         restart_reasons=restart,
+        store_changes=store_changes,
     )
 
 
@@ -632,19 +638,30 @@ def plan_models(before: Snapshot | None, after: Snapshot) -> ModelPlan:
     return ModelPlan([s for _, s in sentences], restart, objects)
 
 
+STORE_PLACE = "the realtime store"
+STORE_LIVE_NOTE = "store rows are live at once, nothing is reloaded"
+
+
+def _where(plan: Plan) -> list[str]:
+    return [*plan.changed_files, *([STORE_PLACE] if plan.store_changes else [])]
+
+
 def format_text(plan: Plan) -> str:
     """Human-readable plan: changes, then the masked diff, then the Asterisk commands."""
     lines: list[str] = []
     if not plan.has_changes:
         lines.append("No changes." + (" (only the revision markers differ)" if plan.revision_only else ""))
         return "\n".join(lines) + "\n"
-    lines.append(f"Plan: {len(plan.changes)} change(s) in {', '.join(plan.changed_files)}")
+    lines.append(f"Plan: {len(plan.changes)} change(s) in {', '.join(_where(plan))}")
     lines += [f"  ~ {c}" for c in plan.changes]
-    lines.append("")
-    lines.append(plan.diff.rstrip("\n"))
+    if plan.diff:
+        lines.append("")
+        lines.append(plan.diff.rstrip("\n"))
     lines.append("")
     lines.append("Asterisk commands an apply would run:")
     lines += [f"  asterisk -rx '{cmd}'" for cmd in plan.reloads]
+    if not plan.reloads and not plan.restart_required:
+        lines.append(f"  none: {STORE_LIVE_NOTE}")
     if plan.restart_required:
         lines.append(f"  asterisk -rx '{RESTART_COMMAND}'   # {'; '.join(plan.restart_reasons)}")
     return "\n".join(lines) + "\n"
@@ -655,11 +672,13 @@ def format_markdown(plan: Plan) -> str:
     if not plan.has_changes:
         return "### reconciler plan\n\nNo changes.\n"
     lines = ["### reconciler plan", ""]
-    lines.append(f"**{len(plan.changes)} change(s)** in {', '.join(f'`{f}`' for f in plan.changed_files)}:")
+    lines.append(f"**{len(plan.changes)} change(s)** in {', '.join(f'`{f}`' for f in _where(plan))}:")
     lines.append("")
     lines += [f"- {c}" for c in plan.changes]
     lines += ["", "Asterisk commands an apply would run:", ""]
     lines += [f"- `{cmd}`" for cmd in plan.reloads]
+    if not plan.reloads and not plan.restart_required:
+        lines.append(f"- none: {STORE_LIVE_NOTE}")
     if plan.restart_required:
         lines.append(f"- `{RESTART_COMMAND}` (**restart needed**: {'; '.join(plan.restart_reasons)})")
     lines += [

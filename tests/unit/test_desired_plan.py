@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.asterisk import store
 from reconciler.desired.render import Rendered, render_desired
 from reconciler.gitops.plan import MASK, make_plan, mask, strip_revision
 from tests.unit.desired_support import FAKE_SECRETS, fake_settings, use_real_provider
@@ -20,6 +21,10 @@ def rerender(
     sample: Path, tmp_path: Path, env: dict[str, str] | None = None, rev: str = "2222222222222222"
 ) -> Rendered:
     return render_desired(sample, fake_settings(tmp_path, env), revision=rev)
+
+
+def _rows(rendered: Rendered) -> dict[str, dict[str, dict[str, str]]]:
+    return store.extension_rows(rendered.state, rendered.secrets)
 
 
 def add_extension_4006(sample: Path) -> None:
@@ -54,21 +59,17 @@ def test_a_new_revision_with_the_same_content_is_revision_only(
     assert (plan.new_revision, plan.live_revision) == ("2222222222222222", "1111111111111111")
 
 
-def test_adding_extension_4006_is_named_reloads_all_three_and_shows_no_secret(
+def test_adding_extension_4006_changes_no_file_and_is_one_store_row_set_with_no_secret_shown(
     base: Rendered, sample: Path, tmp_path: Path
 ) -> None:
     add_extension_4006(sample)
     new = rerender(sample, tmp_path, {**FAKE_SECRETS, "EXT_4006_PASSWORD": "Fake-Phone-Pass-6x"})
     plan = make_plan(new, base.files, new.secret_values)
-    assert plan.changes == ["extension 4006 added"]
-    assert plan.changed_files == ["pjsip.conf", "extensions.conf", "voicemail.conf"]
-    assert plan.reloads == ["module reload res_pjsip.so", "dialplan reload", "module reload app_voicemail.so"]
-    assert not plan.restart_required
-    assert "+[4006-auth]" in plan.diff
-    for value in new.secret_values:
-        assert value not in plan.diff
-    assert f"+password = {MASK}" in plan.diff
-    assert f"+4006 => {MASK},New Hire" in plan.diff
+    # 4006 is routed by the existing _4XXX pattern and lives in the store: no file, no reload.
+    assert plan.changed_files == [] and plan.reloads == [] and not plan.restart_required
+    rows = store.row_changes(_rows(base), _rows(new))
+    assert rows == ["extension 4006 added"]
+    assert not any(value in line for value in new.secret_values for line in rows)
 
 
 def test_a_changed_provider_password_is_a_masked_password_change(
@@ -116,25 +117,41 @@ def test_a_removed_extension_and_a_renamed_one_are_described(
     text = text.replace("name: Sales", "name: Sales Team")
     text = text[: text.index('  - number: "4005"')]
     (sample / "extensions.yaml").write_text(text)
-    plan = make_plan(rerender(sample, tmp_path), base.files)
-    assert plan.changes == ["extension 4001 callerid, voicemail changed", "extension 4005 removed"]
+    new = rerender(sample, tmp_path)
+    assert store.row_changes(_rows(base), _rows(new)) == [
+        "extension 4001 callerid, voicemail changed",
+        "extension 4005 removed",
+    ]
+    assert make_plan(new.files, base.files).changed_files == []
+
+
+def test_a_changed_password_is_named_as_such_and_no_value_is_shown(
+    base: Rendered, sample: Path, tmp_path: Path
+) -> None:
+    new = rerender(sample, tmp_path, {**FAKE_SECRETS, "EXT_4002_PASSWORD": "Rotated-Phone-Pass-2"})
+    rows = store.row_changes(_rows(base), _rows(new))
+    assert rows == ["extension 4002 password, voicemail pin changed"]  # the unset PIN derives from it
 
 
 def test_a_missing_live_directory_means_everything_is_new(base: Rendered) -> None:
     plan = make_plan(base.files, {}, base.secret_values)
     assert plan.changed_files == ["pjsip.conf", "extensions.conf", "voicemail.conf"]
-    assert "extension 4000 added" in plan.changes and "provider pbx_provider added" in plan.changes
+    assert "provider pbx_provider added" in plan.changes
     assert "transport transport-udp added (restart needed)" in plan.changes
     assert plan.diff.startswith("--- /dev/null\n+++ new/pjsip.conf\n")
     # PJSIP chooses its resolver's transport types at start: a new transport needs a restart.
     assert plan.restart_required
+    assert "extension 4000 added" in store.row_changes(None, _rows(base))
 
 
 def test_a_hand_edit_of_a_live_file_is_a_change(base: Rendered) -> None:
     live = dict(base.files)
-    live["extensions.conf"] = live["extensions.conf"].replace("Dial(PJSIP/4001,20)", "Dial(PJSIP/4001,5)")
+    live["extensions.conf"] = live["extensions.conf"].replace(
+        "Dial(PJSIP/${EXTEN},20)", "Dial(PJSIP/${EXTEN},5)"
+    )
+    assert live["extensions.conf"] != base.files["extensions.conf"]
     plan = make_plan(base.files, live, base.secret_values)
-    assert plan.changes == ["extension 4001 dialplan changed"]
+    assert plan.changed_files == ["extensions.conf"]
     assert plan.reloads == ["dialplan reload"]
 
 
@@ -147,5 +164,5 @@ def test_masking_hides_password_keys_mailbox_pins_and_any_secret_value() -> None
 def test_strip_revision_removes_only_the_header_and_the_markers(base: Rendered) -> None:
     stripped = strip_revision(base.files["pjsip.conf"])
     assert "gitops-rev" not in stripped and "; revision:" not in stripped
-    assert "[4001-auth]" in stripped
+    assert "[pbx_provider-auth]" in stripped
     assert "revision,1" not in strip_revision(base.files["extensions.conf"])

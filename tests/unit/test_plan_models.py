@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.asterisk import store
 from reconciler.desired.load import load_desired
 from reconciler.desired.model import DesiredState
 from reconciler.desired.render import render_desired
@@ -34,14 +35,23 @@ def both_plans(
     return plan_models(before, after).changes, text.changes
 
 
-def test_an_added_extension_reads_as_in_the_text_plan(sample: Path, tmp_path: Path) -> None:
+def test_an_added_extension_reads_as_in_the_store_plan_and_changes_no_file(
+    sample: Path, tmp_path: Path
+) -> None:
+    before = render_desired(sample, fake_settings(tmp_path), revision="1111111111111111")
+
     def add(d: Path) -> None:
         with (d / "extensions.yaml").open("a") as f:
             f.write('  - number: "4006"\n    name: New Hire\n    password: ${EXT_4006_PASSWORD}\n')
 
     env = {**FAKE_SECRETS, "EXT_4006_PASSWORD": "Fake-Phone-Pass-6x"}
     models, text = both_plans(sample, tmp_path, add, env)
-    assert models == text == ["extension 4006 added"]
+    after = render_desired(sample, fake_settings(tmp_path, env), revision="2222222222222222")
+    rows = store.row_changes(
+        store.extension_rows(before.state, before.secrets), store.extension_rows(after.state, after.secrets)
+    )
+    assert models == rows == ["extension 4006 added"]
+    assert text == []  # the extension is a store row routed by the existing _4XXX pattern
 
 
 def test_a_rotated_provider_password_reads_as_in_the_text_plan(sample: Path, tmp_path: Path) -> None:
