@@ -144,6 +144,37 @@ def test_verify_fails_on_an_extension_row_asterisk_cannot_use_naming_the_extensi
     assert next(c for c in result.checks if c.name.startswith("realtime store loaded")).ok
 
 
+def test_a_bad_row_beyond_the_extensions_asked_about_is_found_by_the_boot_that_builds_every_row(
+    docker_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    numbers = [str(4100 + i) for i in range(store.VERIFY_CAP + 5)]
+    desired = tmp_path / "many"
+    desired.mkdir()
+    for name, text in containers.desired_yaml(
+        5060, 5070, extensions={n: f"Ext {n}" for n in numbers}
+    ).items():
+        (desired / name).write_text(text)
+    rows_for = store.rows_for
+
+    def last_row_bad(ext: Extension, state: DesiredState, secrets: Mapping[str, str]) -> dict[str, store.Row]:
+        rows = rows_for(ext, state, secrets)
+        if ext.number == numbers[-1]:
+            rows[store.ENDPOINTS]["dtmf_mode"] = "not_a_mode"
+        return rows
+
+    monkeypatch.setattr(store, "rows_for", last_row_bad)
+    for name in [k for k in os.environ if k.startswith("RECONCILER_")]:
+        monkeypatch.delenv(name)
+
+    settings = Settings.from_env(env_file=tmp_path / "no.env")
+    result = verify_desired(settings, desired, placeholders=True, image=docker_image)
+
+    assert not result.ok
+    assert all(c.ok for c in result.checks), [c for c in result.checks if not c.ok]
+    assert any(c.name == "5 more changed extension(s) not asked about one by one" for c in result.checks)
+    assert any("dtmf_mode=not_a_mode" in p.text for p in result.problems), result.problems
+
+
 def test_verify_without_the_image_exits_three_with_a_hint(
     docker_image: str, tmp_path: Path, desired: Path
 ) -> None:
