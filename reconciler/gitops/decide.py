@@ -181,8 +181,17 @@ class Decision:
     degraded: Mapping[str, str] = field(default_factory=dict)  # providers degraded after this apply
 
 
+# Asterisk keeps the store's file open (res_config_sqlite3, and its reload does not reopen it): once
+# that file is gone from the managed dir, rows written to a new one stay invisible until it restarts.
+STORE_REOPEN_REASON = "the realtime store's file was missing: Asterisk must reopen the rewritten one"
+
+
 def _restart_reasons(plan: plan_mod.Plan, obs: Observed, pending: PendingRestart | None) -> list[str]:
     reasons = list(plan.restart_reasons) if plan.restart_required else []
+    if obs.live.store.digest is None:
+        # The image creates the store before Asterisk starts: no digest means the file Asterisk
+        # opened was deleted (a wiped volume) or is unreadable.
+        reasons.append(STORE_REOPEN_REASON)
     if pending is not None:
         reasons.append(f"{pending.reason} (pending since {pending.requested_at})")
     journal = obs.journal

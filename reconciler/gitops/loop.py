@@ -132,6 +132,7 @@ class _Observed:
     interrupted: str | None = None  # an apply whose journal is still there (see reconciler.asterisk.journal)
     restarted_pending: bool = False  # the restart a recorded revision waited for has happened
     store_drift: str | None = None  # why the realtime store's rows are not those state.json recorded
+    boot_id: str | None = None  # which start of Asterisk this is (the read exec's boot id)
 
 
 @dataclass
@@ -177,6 +178,7 @@ class Reconciler:
         self.apply_options = apply_options or ApplyOptions()
         self.history = History(settings)
         self.last_good_dir = history.last_good_dir(settings)
+        self._last_boot_id: str | None = None  # Asterisk's boot id at the last drift check
 
     # -- the one entry point ------------------------------------------------------------------
 
@@ -258,6 +260,7 @@ class Reconciler:
             interrupted=journal.describe() if journal is not None else None,
             restarted_pending=pending is not None and pending.done(read.boot_id),
             store_drift=_store_drift(live, read.store.digest),
+            boot_id=read.boot_id,
         )
 
         live_revision = live.revision if live is not None else None
@@ -312,8 +315,9 @@ class Reconciler:
             why.append("Asterisk is not running the managed files (revision markers missing)")
         if observed.store_drift and not observed.wiped:
             why.append(observed.store_drift)
-        if self._restarted():
-            why.append("Asterisk restarted (uptime went down)")
+        restarted = self._restarted(observed.boot_id)
+        if restarted:
+            why.append(f"Asterisk restarted ({restarted})")
         if not why:
             came_back = self._recheck_providers(snap, rendered.state, observed.live)
             if came_back is not None:
@@ -465,8 +469,12 @@ class Reconciler:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _restarted(self) -> bool:
-        """Whether Asterisk's uptime went down since the last drift check (one exec).
+    def _restarted(self, boot_id: str | None) -> str | None:
+        """How Asterisk is seen to have restarted since the last drift check, or None: its boot id
+        changed (seen by this process), or its uptime went down (one exec; kept in the loop state,
+        so a restarted reconciler notices it too). The uptime alone misses a restart that comes
+        within seconds of the previous one (e.g. after an apply that restarted Asterisk): the new
+        uptime is not below the old one, whole seconds both.
 
         Asked only when checking drift: an apply does not need it, and every exec costs ~0.1 s.
         """
@@ -478,7 +486,12 @@ class Reconciler:
             s.last_uptime_s = uptime
 
         history.update_state(self.settings, remember)
-        return uptime is not None and before[0] is not None and uptime < before[0]
+        last_boot, self._last_boot_id = self._last_boot_id, boot_id or self._last_boot_id
+        if boot_id and last_boot and boot_id != last_boot:
+            return "its boot id changed"
+        if uptime is not None and before[0] is not None and uptime < before[0]:
+            return "uptime went down"
+        return None
 
     def _keep_last_good(self, snap: Snapshot) -> None:
         """Keep a copy of the applied desired files: drift can be healed after the head moved on."""
