@@ -535,12 +535,41 @@ def _field(out: str, name: str) -> str | None:
     return m[1] if m else None
 
 
+_CONTACT_PREFIX = "/registrar/contact/"  # astdb key of a registered contact: <prefix><aor>;@<hash>
+# Asterisk's control socket reads a remote command into a 512-byte buffer (main/asterisk.c,
+# netconsole): a longer `asterisk -rx` command is cut into pieces. One unregister command stays
+# below this, so one per 40-odd removed extensions (not one exec step each).
+CLI_COMMAND_MAX_BYTES = 400
+
+
+def unregister_commands(numbers: Iterable[str]) -> list[str]:
+    """The CLI commands that drop the registered contacts of the extensions `numbers` (deleting
+    their store rows leaves the contacts live until they expire): few numbers per command, each
+    command under CLI_COMMAND_MAX_BYTES."""
+    picked = sorted(set(numbers), key=lambda n: (len(n), n))
+    for number in picked:
+        if not number.isdigit():
+            raise ValueError(f"not an extension number: {number!r}")
+    start = len(_CONTACT_PREFIX) + 1
+    head = (
+        f"database query \"DELETE FROM astdb WHERE key LIKE '{_CONTACT_PREFIX}%;@%' AND "
+        f"substr(key,{start},instr(key,';@')-{start}) IN ("
+    )
+    out: list[str] = []
+    chunk: list[str] = []
+    for number in picked:
+        if chunk and len(head) + len(",".join([*chunk, f"'{number}'"])) + 3 > CLI_COMMAND_MAX_BYTES:
+            out.append(head + ",".join(chunk) + ')"')
+            chunk = []
+        chunk.append(f"'{number}'")
+    if chunk:
+        out.append(head + ",".join(chunk) + ')"')
+    return out
+
+
 def unregister_command(number: str) -> str:
-    """The CLI command that drops the registered contacts of extension `number` (astdb keys
-    `/registrar/contact/<aor>;@<hash>`): deleting the store rows leaves them live until they expire."""
-    if not number.isdigit():
-        raise ValueError(f"not an extension number: {number!r}")
-    return f"database query \"DELETE FROM astdb WHERE key LIKE '/registrar/contact/{number};@%'\""
+    """The CLI command that drops the registered contacts of extension `number`."""
+    return unregister_commands([number])[0]
 
 
 @dataclass(frozen=True)
