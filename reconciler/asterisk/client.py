@@ -709,8 +709,9 @@ class AsteriskClient:
         restarts Asterisk per `restart`, waits for the log lines all that produced, runs `queries`,
         writes `record` as state.json and, with `settle`, refreshes the last verified copy from the
         managed files named there (unless `keep_last_good`), removes the journal and releases the
-        lease. `store_sql` (after the rename, before the reloads) runs against the realtime store with
-        `sqlite3 -bail` as the asterisk user; `store_digest` then prints the store digest (step
+        lease. `store_sql` runs against the realtime store with `sqlite3 -bail` as the
+        asterisk user, staged and checked with the files and committed BEFORE they are renamed (a
+        full volume changes nothing); `store_digest` then prints the store digest (step
         `store-digest`). In `acquire` mode a failure before anything was renamed also removes the journal this
         exec wrote and releases the lease: nothing changed. The temp dir is always removed.
         """
@@ -741,11 +742,17 @@ class AsteriskClient:
             named.append(("check", self._check_step(expect or {}, refuse_calls)))
         if journal is not None:
             named.append(("journal", write_journal_step(journal)))
-        if files or remove:
-            named.append(("stage", self._stage_step(files, tmp, uploaded) if files else "true"))
-            named.append(("swap", self._rename_step(files, tmp, remove)))
         if store_sql is not None:
-            named.append(("store", self._store_step(tmp, store_sql if store_inline else None)))
+            named.append(("store-stage", self._store_stage_step(tmp, store_sql, store_inline)))
+        if files:
+            named.append(("stage", self._stage_step(files, tmp, uploaded)))
+        # Everything that needs space (the staged SQL and files, the store's WAL) comes before the
+        # first rename: a full volume stops the exec with nothing changed. A store transaction that
+        # fails does not commit; one that committed is undone with the files if a rename fails.
+        if store_sql is not None:
+            named.append(("store", self._store_step(tmp)))
+        if files or remove:
+            named.append(("swap", self._rename_step(files, tmp, remove)))
         if store_digest:
             named.append(("store-digest", store_mod.digest_step()))
         wants_log = bool(commands or restart)
@@ -784,20 +791,36 @@ class AsteriskClient:
         with contextlib.suppress(ReconcilerError):
             self.run_steps([f"rm -rf {shlex.quote(tmp)}"])
 
-    def _store_step(self, tmp: str, inline: str | None) -> str:
-        """Shell: run the store SQL (written here from `inline`, or uploaded before) in ONE sqlite3
-        process; its error text becomes the step's FAILED line."""
+    def _store_stage_step(self, tmp: str, sql: str, inline: bool) -> str:
+        """Shell: put the store SQL into `tmp` (written here when `inline`, else uploaded before)
+        and check its sha256, BEFORE anything is renamed: a full volume stops the exec here, with
+        nothing changed."""
         t = shlex.quote(tmp)
+        path = shlex.quote(posixpath.join(tmp, STORE_SQL))
+        want = sha256_text(sql)
+        # As the files are written (`_stage_step`): exact bytes, dd's own error words.
+        write = f"printf %s {shlex.quote(sql)} | dd of={path} status=none" if inline else "true"
+        return "\n".join(
+            [
+                f"SERR=$( {{ mkdir -p -m 0750 {t} && {write}; }} 2>&1 ) || "
+                f'{{ echo "FAILED write-failed: {STORE_SQL}: $SERR ({_free_space()})"; STOP=1; }}',
+                'if [ -z "$STOP" ]; then',
+                f'  [ "$(sha256sum < {path} 2>/dev/null | cut -c1-64)" = {want} ] && chmod 0600 {path} || '
+                f'{{ echo "FAILED write-failed: {STORE_SQL}: the file written is not the SQL sent '
+                f'({_free_space()})"; STOP=1; }}',
+                "fi",
+            ]
+        )
+
+    def _store_step(self, tmp: str) -> str:
+        """Shell: run the staged store SQL in ONE sqlite3 process (as the asterisk user; the root
+        shell opens the 0600 file); its error text becomes the step's FAILED line."""
         path = posixpath.join(tmp, STORE_SQL)
-        write = ""
-        if inline is not None:
-            delim = f"SQL_{_random.token_hex(8)}"
-            write = f"mkdir -p {t} && cat > {shlex.quote(path)} <<'{delim}'\n{inline}\n{delim}\n"
-        err = shlex.quote(posixpath.join(tmp, "store.err"))
         return (
-            # The root shell opens the SQL file (it holds passwords: it stays 0600/0640).
-            f"{write}{store_mod.sqlite_step(path)} > /dev/null 2> {err} && echo stored || "
-            f"{{ echo \"FAILED store: $(head -c 400 {err} | tr '\\n' ' ')\"; STOP=1; }}"
+            f"SERR=$( {{ {store_mod.sqlite_step(path)}; }} 2>&1 >/dev/null ) && "
+            f"{{ echo stored; {store_mod.checkpoint_step()}; }} || "
+            f"{{ echo \"FAILED store: $(printf %s \"$SERR\" | head -c 400 | tr '\\n' ' ') "
+            f'({_free_space()})"; STOP=1; }}'
         )
 
     def _outcome(

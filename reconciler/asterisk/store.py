@@ -490,6 +490,21 @@ def sqlite_step(sql_path: str, bail: bool = True) -> str:
     )
 
 
+# Asterisk keeps the DB open, so the WAL is never removed, and it shrinks only when truncated: left
+# alone it grows to the autocheckpoint size (1000 pages, ~4 MB), beyond what a small managed
+# volume holds. Each committed store transaction is followed by a TRUNCATE checkpoint.
+CHECKPOINT_SQL = f".timeout {BUSY_TIMEOUT_MS}\nPRAGMA wal_checkpoint(TRUNCATE);\n"
+
+
+def checkpoint_step() -> str:
+    """Shell: copy the WAL into the DB file and truncate it, as the asterisk user. Never fails:
+    the transaction before it committed, whatever the checkpoint does (busy, a full volume)."""
+    return (
+        f"printf %s {shlex.quote(CHECKPOINT_SQL)} | setpriv --reuid={DB_USER} --regid={DB_USER} "
+        f"--init-groups sqlite3 {shlex.quote(DB_PATH)} >/dev/null 2>&1; true"
+    )
+
+
 def digest_step(command: str = DIGEST_COMMAND) -> str:
     """Shell: print the live store digest (or `no-store` when the DB file is absent); with
     `READ_COMMAND`, also the key and the applied hashes."""

@@ -477,16 +477,13 @@ class _Apply:
                 "apply again when the PBX is idle, or use --restart idle (waits for the calls to end) "
                 "or --restart now (drops them)",
             )
-        if out.stopped == "store":
-            raise self._rolled_back_error(
-                f"writing the store for revision {rev12(self.revision)} failed: {out.detail}",
+        if out.stopped == "store":  # it runs before the renames, and a failed transaction commits nothing
+            raise ManagedWriteFailed(
+                f"writing the store for revision {rev12(self.revision)} failed: {out.detail}\n"
+                "Nothing was renamed or reloaded: Asterisk runs the previous config and store rows.",
                 "check the store in the managed volume (free space, permissions), then apply again",
-                on_disk,
-                d.written,
-                False,
-                error=ManagedWriteFailed,
             )
-        if out.stopped in ("journal", "stage"):
+        if out.stopped in ("journal", "store-stage", "stage"):
             raise ManagedWriteFailed(
                 f"writing revision {rev12(self.revision)} into "
                 f"{self.client.container_name}:{self.client.managed_dir} failed: {out.detail}\n"
