@@ -73,8 +73,16 @@ _META_PATHS = (JOURNAL_PATH, LEASE_PATH, LAST_GOOD_STATE_PATH)
 BARRIER_COMMAND = "module reload udptl"
 LOG_BARRIER = "Reloading module 'udptl'"
 LOG_FLUSH_TIMEOUT_S = 3.0
-# Files up to this size (together) are written by the exec's own script instead of an upload.
+# Files and store SQL up to this size (together) are written by the exec's own script instead of
+# an upload.
 INLINE_LIMIT_BYTES = 48 * 1024
+# The whole script is ONE argv string of `sh -c`: Linux refuses one longer than MAX_ARG_STRLEN
+# (32 pages, 128 KiB) with E2BIG ("argument list too long"). A transaction script above
+# SCRIPT_LIMIT_BYTES (the texts inline, the steps and their separators, all counted) is uploaded
+# into its temp dir as SCRIPT_FILE and run from there.
+ARGV_LIMIT_BYTES = 128 * 1024
+SCRIPT_LIMIT_BYTES = 96 * 1024
+SCRIPT_FILE = "txn.sh"
 # Asterisk creates its control socket anew at every start, also after `core restart` (which keeps
 # PID 1): its modification time tells one Asterisk run from the next.
 CONTROL_SOCKET = "/var/run/asterisk/asterisk.ctl"
@@ -211,9 +219,30 @@ def split_outputs(text: str, separator: str) -> list[str]:
     return parts[:-1] if len(parts) > 1 else parts
 
 
+def batch_script(steps: Sequence[str]) -> tuple[str, str]:
+    """(the shell script of ONE exec running `steps` in order, each followed by a separator line;
+    that separator): what `AsteriskClient.run_steps` runs and `split_outputs` splits."""
+    separator = f"--8<-- gitops-{_random.token_hex(8)} --8<--"
+    echo = f"printf '\\n%s\\n' {shlex.quote(separator)}"
+    return "\n".join(f"{{ {step}\n}}; {echo}" for step in steps), separator
+
+
 def rx_command(command: str) -> str:
     """A shell step that runs one Asterisk CLI command, for `AsteriskClient.run_steps`."""
     return f"asterisk -rx {shlex.quote(command)} 2>&1"
+
+
+def _uploads(files: Mapping[str, FileSource], record: str | None, store_sql: str | None) -> dict[str, str]:
+    """name → text of what a transaction sends by upload rather than inside its script: every
+    file text when they exceed INLINE_LIMIT_BYTES together, and the store SQL when it does together
+    with what stays inline (the record, and the file texts when they stay)."""
+    texts = {n: src.text for n, src in files.items() if src.text is not None}
+    file_bytes = sum(len(t.encode()) for t in texts.values())
+    out = texts if file_bytes > INLINE_LIMIT_BYTES else {}
+    inline_bytes = (0 if out else file_bytes) + len((record or "").encode())
+    if store_sql is not None and len(store_sql.encode()) + inline_bytes > INLINE_LIMIT_BYTES:
+        out = {**out, STORE_SQL: store_sql}
+    return out
 
 
 def _hint_for(container: str) -> str:
@@ -321,17 +350,23 @@ class AsteriskClient:
             return f"the container was restarted (at {started})"
         return None
 
-    def run_steps(self, steps: Sequence[str]) -> ExecResult:
+    def run_steps(self, steps: Sequence[str], *, upload_to: str | None = None) -> ExecResult:
         """Run shell `steps` in ONE exec; return each step's combined stdout+stderr.
+
+        With `upload_to` (a temp dir of the managed volume), a script longer than
+        SCRIPT_LIMIT_BYTES is uploaded there and run from the file (argv holds 128 KiB at most);
+        a refused upload raises `ManagedWriteFailed` before anything ran.
 
         Raises `AsteriskWentAway` (an AsteriskUnavailable) when the batch broke off because the
         container stopped or restarted, or when a step printed "Unable to connect to remote
         asterisk" (Asterisk is not running, or still booting); the completed steps' outputs are in
         the exception.
         """
-        separator = f"--8<-- gitops-{_random.token_hex(8)} --8<--"
-        echo = f"printf '\\n%s\\n' {shlex.quote(separator)}"
-        script = "\n".join(f"{{ {step}\n}}; {echo}" for step in steps)
+        script, separator = batch_script(steps)
+        if upload_to is not None and len(script.encode()) > SCRIPT_LIMIT_BYTES:
+            path = posixpath.join(upload_to, SCRIPT_FILE)
+            self._upload({SCRIPT_FILE: script}, upload_to)
+            script = f"sh {shlex.quote(path)}"
         code, text = self._exec(script)
         outputs = split_outputs(text, separator)
         if len(outputs) != len(steps):
@@ -674,8 +709,9 @@ class AsteriskClient:
         restarts Asterisk per `restart`, waits for the log lines all that produced, runs `queries`,
         writes `record` as state.json and, with `settle`, refreshes the last verified copy from the
         managed files named there (unless `keep_last_good`), removes the journal and releases the
-        lease. `store_sql` (after the rename, before the reloads) runs against the realtime store with
-        `sqlite3 -bail` as the asterisk user; `store_digest` then prints the store digest (step
+        lease. `store_sql` runs against the realtime store with `sqlite3 -bail` as the
+        asterisk user, staged and checked with the files and committed BEFORE they are renamed (a
+        full volume changes nothing); `store_digest` then prints the store digest (step
         `store-digest`). In `acquire` mode a failure before anything was renamed also removes the journal this
         exec wrote and releases the lease: nothing changed. The temp dir is always removed.
         """
@@ -684,27 +720,21 @@ class AsteriskClient:
         tmp = self._tmp_dir()
         t = shlex.quote(tmp)
         log = shlex.quote(self.log_path)
+        uploads = _uploads(files, record, store_sql)
         uploaded: list[str] = []
-        inline_bytes = sum(len((s.text or "").encode()) for s in files.values())
-        if record is not None:
-            inline_bytes += len(record.encode())
-        store_inline = store_sql is not None and len(store_sql.encode()) + inline_bytes <= INLINE_LIMIT_BYTES
-        if store_sql is not None and not store_inline:
-            self._upload({STORE_SQL: store_sql}, tmp)
-        if inline_bytes > INLINE_LIMIT_BYTES:
-            # The script is one argv string (128 KiB at most): large texts travel by upload.
-            big = {n: src.text for n, src in files.items() if src.text is not None}
+        if uploads:
             try:
-                self._upload(big, tmp)
-                uploaded = list(big)
+                self._upload(uploads, tmp)
+                uploaded = [n for n in uploads if n != STORE_SQL]
             except ManagedWriteFailed:
-                # A refused upload can leave part of it behind: remove it (one more exec, only here).
-                with contextlib.suppress(ReconcilerError):
-                    self.run_steps([f"rm -rf {t}"])
+                self._remove_tmp(tmp)
                 # A full disk refuses the upload; a restore from the last verified copy needs no
-                # space, so go on with the links alone when every file has one.
-                if not all(src.link_sha for src in files.values() if src.text is not None):
+                # space, so go on with the links alone when every file has one (and no store SQL
+                # had to travel by upload). Their texts stay out of the script: they did not fit.
+                if STORE_SQL in uploads or not all(src.link_sha for src in files.values() if src.text):
                     raise
+                files = {n: FileSource(link_sha=s.link_sha) if s.link_sha else s for n, s in files.items()}
+        store_inline = store_sql is not None and STORE_SQL not in uploads
 
         named: list[tuple[str, str]] = []
         named.append(("lease", self._prelude(holder, revision) + "\n" + lease_mod.lease_step(mode, doing)))
@@ -712,11 +742,17 @@ class AsteriskClient:
             named.append(("check", self._check_step(expect or {}, refuse_calls)))
         if journal is not None:
             named.append(("journal", write_journal_step(journal)))
-        if files or remove:
-            named.append(("stage", self._stage_step(files, tmp, uploaded) if files else "true"))
-            named.append(("swap", self._rename_step(files, tmp, remove)))
         if store_sql is not None:
-            named.append(("store", self._store_step(tmp, store_sql if store_inline else None)))
+            named.append(("store-stage", self._store_stage_step(tmp, store_sql, store_inline)))
+        if files:
+            named.append(("stage", self._stage_step(files, tmp, uploaded)))
+        # Everything that needs space (the staged SQL and files, the store's WAL) comes before the
+        # first rename: a full volume stops the exec with nothing changed. A store transaction that
+        # fails does not commit; one that committed is undone with the files if a rename fails.
+        if store_sql is not None:
+            named.append(("store", self._store_step(tmp)))
+        if files or remove:
+            named.append(("swap", self._rename_step(files, tmp, remove)))
         if store_digest:
             named.append(("store-digest", store_mod.digest_step()))
         wants_log = bool(commands or restart)
@@ -739,28 +775,52 @@ class AsteriskClient:
         steps = [named[0][1]] + [guard(script) for _, script in named[1:]]
         steps.append(f"rm -rf {t}; " + (abandon_step() if mode == "acquire" else "true"))
         try:
-            outputs = self.run_steps(steps).outputs
+            outputs = self.run_steps(steps, upload_to=tmp).outputs
         except AsteriskWentAway as exc:
             # Name the completed steps so the caller can tell whether the files were swapped.
             exc.completed = {name: out for (name, _), out in zip(named, exc.outputs, strict=False)}
             raise
+        except ManagedWriteFailed:
+            self._remove_tmp(tmp)  # the script's own upload was refused: nothing ran
+            raise
         by_name = {name: out for (name, _), out in zip(named, outputs, strict=False)}
         return self._outcome(by_name, commands, restart is not None, queries)
 
-    def _store_step(self, tmp: str, inline: str | None) -> str:
-        """Shell: run the store SQL (written here from `inline`, or uploaded before) in ONE sqlite3
-        process; its error text becomes the step's FAILED line."""
+    def _remove_tmp(self, tmp: str) -> None:
+        """A refused upload can leave part of it behind: remove it (one more exec, only then)."""
+        with contextlib.suppress(ReconcilerError):
+            self.run_steps([f"rm -rf {shlex.quote(tmp)}"])
+
+    def _store_stage_step(self, tmp: str, sql: str, inline: bool) -> str:
+        """Shell: put the store SQL into `tmp` (written here when `inline`, else uploaded before)
+        and check its sha256, BEFORE anything is renamed: a full volume stops the exec here, with
+        nothing changed."""
         t = shlex.quote(tmp)
+        path = shlex.quote(posixpath.join(tmp, STORE_SQL))
+        want = sha256_text(sql)
+        # As the files are written (`_stage_step`): exact bytes, dd's own error words.
+        write = f"printf %s {shlex.quote(sql)} | dd of={path} status=none" if inline else "true"
+        return "\n".join(
+            [
+                f"SERR=$( {{ mkdir -p -m 0750 {t} && {write}; }} 2>&1 ) || "
+                f'{{ echo "FAILED write-failed: {STORE_SQL}: $SERR ({_free_space()})"; STOP=1; }}',
+                'if [ -z "$STOP" ]; then',
+                f'  [ "$(sha256sum < {path} 2>/dev/null | cut -c1-64)" = {want} ] && chmod 0600 {path} || '
+                f'{{ echo "FAILED write-failed: {STORE_SQL}: the file written is not the SQL sent '
+                f'({_free_space()})"; STOP=1; }}',
+                "fi",
+            ]
+        )
+
+    def _store_step(self, tmp: str) -> str:
+        """Shell: run the staged store SQL in ONE sqlite3 process (as the asterisk user; the root
+        shell opens the 0600 file); its error text becomes the step's FAILED line."""
         path = posixpath.join(tmp, STORE_SQL)
-        write = ""
-        if inline is not None:
-            delim = f"SQL_{_random.token_hex(8)}"
-            write = f"mkdir -p {t} && cat > {shlex.quote(path)} <<'{delim}'\n{inline}\n{delim}\n"
-        err = shlex.quote(posixpath.join(tmp, "store.err"))
         return (
-            # The root shell opens the SQL file (it holds passwords: it stays 0600/0640).
-            f"{write}{store_mod.sqlite_step(path)} > /dev/null 2> {err} && echo stored || "
-            f"{{ echo \"FAILED store: $(head -c 400 {err} | tr '\\n' ' ')\"; STOP=1; }}"
+            f"SERR=$( {{ {store_mod.sqlite_step(path)}; }} 2>&1 >/dev/null ) && "
+            f"{{ echo stored; {store_mod.checkpoint_step()}; }} || "
+            f"{{ echo \"FAILED store: $(printf %s \"$SERR\" | head -c 400 | tr '\\n' ' ') "
+            f'({_free_space()})"; STOP=1; }}'
         )
 
     def _outcome(

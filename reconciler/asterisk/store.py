@@ -490,6 +490,21 @@ def sqlite_step(sql_path: str, bail: bool = True) -> str:
     )
 
 
+# Asterisk keeps the DB open, so the WAL is never removed, and it shrinks only when truncated: left
+# alone it grows to the autocheckpoint size (1000 pages, ~4 MB), beyond what a small managed
+# volume holds. Each committed store transaction is followed by a TRUNCATE checkpoint.
+CHECKPOINT_SQL = f".timeout {BUSY_TIMEOUT_MS}\nPRAGMA wal_checkpoint(TRUNCATE);\n"
+
+
+def checkpoint_step() -> str:
+    """Shell: copy the WAL into the DB file and truncate it, as the asterisk user. Never fails:
+    the transaction before it committed, whatever the checkpoint does (busy, a full volume)."""
+    return (
+        f"printf %s {shlex.quote(CHECKPOINT_SQL)} | setpriv --reuid={DB_USER} --regid={DB_USER} "
+        f"--init-groups sqlite3 {shlex.quote(DB_PATH)} >/dev/null 2>&1; true"
+    )
+
+
 def digest_step(command: str = DIGEST_COMMAND) -> str:
     """Shell: print the live store digest (or `no-store` when the DB file is absent); with
     `READ_COMMAND`, also the key and the applied hashes."""
@@ -535,12 +550,41 @@ def _field(out: str, name: str) -> str | None:
     return m[1] if m else None
 
 
+_CONTACT_PREFIX = "/registrar/contact/"  # astdb key of a registered contact: <prefix><aor>;@<hash>
+# Asterisk's control socket reads a remote command into a 512-byte buffer (main/asterisk.c,
+# netconsole): a longer `asterisk -rx` command is cut into pieces. One unregister command stays
+# below this, so one per 40-odd removed extensions (not one exec step each).
+CLI_COMMAND_MAX_BYTES = 400
+
+
+def unregister_commands(numbers: Iterable[str]) -> list[str]:
+    """The CLI commands that drop the registered contacts of the extensions `numbers` (deleting
+    their store rows leaves the contacts live until they expire): few numbers per command, each
+    command under CLI_COMMAND_MAX_BYTES."""
+    picked = sorted(set(numbers), key=lambda n: (len(n), n))
+    for number in picked:
+        if not number.isdigit():
+            raise ValueError(f"not an extension number: {number!r}")
+    start = len(_CONTACT_PREFIX) + 1
+    head = (
+        f"database query \"DELETE FROM astdb WHERE key LIKE '{_CONTACT_PREFIX}%;@%' AND "
+        f"substr(key,{start},instr(key,';@')-{start}) IN ("
+    )
+    out: list[str] = []
+    chunk: list[str] = []
+    for number in picked:
+        if chunk and len(head) + len(",".join([*chunk, f"'{number}'"])) + 3 > CLI_COMMAND_MAX_BYTES:
+            out.append(head + ",".join(chunk) + ')"')
+            chunk = []
+        chunk.append(f"'{number}'")
+    if chunk:
+        out.append(head + ",".join(chunk) + ')"')
+    return out
+
+
 def unregister_command(number: str) -> str:
-    """The CLI command that drops the registered contacts of extension `number` (astdb keys
-    `/registrar/contact/<aor>;@<hash>`): deleting the store rows leaves them live until they expire."""
-    if not number.isdigit():
-        raise ValueError(f"not an extension number: {number!r}")
-    return f"database query \"DELETE FROM astdb WHERE key LIKE '/registrar/contact/{number};@%'\""
+    """The CLI command that drops the registered contacts of extension `number`."""
+    return unregister_commands([number])[0]
 
 
 @dataclass(frozen=True)

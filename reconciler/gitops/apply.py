@@ -174,6 +174,7 @@ class _Swapped:
     exp: Expectations
     queries: tuple[str, ...]
     store_queries: int  # the last `store_queries` queries are the store's per-object checks
+    unregisters: int  # the `unregisters` queries before them drop removed extensions' contacts
     store_checked: list[str]
     store_skipped: int
     store_digest: str | None
@@ -442,7 +443,8 @@ class _Apply:
         # The store's queries come last (unregister, then the per-object checks): store_mod.judge
         # alone judges them (a removed extension's `pjsip show endpoint` must find nothing).
         store_queries, store_checked, store_skipped = store_mod.verification_plan(store.present, store.absent)
-        queries += [store_mod.unregister_command(n) for n in sorted(store.absent)] + store_queries
+        unregisters = store_mod.unregister_commands(store.absent)
+        queries += unregisters + store_queries
         if d.reload_names:
             self.say("reloading " + ", ".join(d.reload_names) + (" (a restart follows)" if d.restart else ""))
         if store.sql:
@@ -475,16 +477,13 @@ class _Apply:
                 "apply again when the PBX is idle, or use --restart idle (waits for the calls to end) "
                 "or --restart now (drops them)",
             )
-        if out.stopped == "store":
-            raise self._rolled_back_error(
-                f"writing the store for revision {rev12(self.revision)} failed: {out.detail}",
+        if out.stopped == "store":  # it runs before the renames, and a failed transaction commits nothing
+            raise ManagedWriteFailed(
+                f"writing the store for revision {rev12(self.revision)} failed: {out.detail}\n"
+                "Nothing was renamed or reloaded: Asterisk runs the previous config and store rows.",
                 "check the store in the managed volume (free space, permissions), then apply again",
-                on_disk,
-                d.written,
-                False,
-                error=ManagedWriteFailed,
             )
-        if out.stopped in ("journal", "stage"):
+        if out.stopped in ("journal", "store-stage", "stage"):
             raise ManagedWriteFailed(
                 f"writing revision {rev12(self.revision)} into "
                 f"{self.client.container_name}:{self.client.managed_dir} failed: {out.detail}\n"
@@ -508,14 +507,22 @@ class _Apply:
             )
         digest = store_mod.parse_digest(out.outputs.get("store-digest", "")) if store.sql else None
         return _Swapped(
-            out, on_disk, exp, tuple(queries), len(store_queries), store_checked, store_skipped, digest
+            out,
+            on_disk,
+            exp,
+            tuple(queries),
+            len(store_queries),
+            len(unregisters),
+            store_checked,
+            store_skipped,
+            digest,
         )
 
     def _verify(self, d: Decision, s: _Swapped) -> tuple[list[Check], list[providers_health.ProviderIssue]]:
         """Judge what the swap's reloads logged and its queries answered (files and store rows);
         a refused object or a failed check rolls back (`ApplyRolledBack`)."""
         assert s.out.reload is not None
-        file_queries = s.queries[: len(s.queries) - s.store_queries - len(self.store.absent)]
+        file_queries = s.queries[: len(s.queries) - s.store_queries - s.unregisters]
         problems, checks, issues = self._judge(s.exp, file_queries, s.out, s.on_disk)
         answers = s.out.reload.query_outputs[len(s.queries) - s.store_queries :]
         checks += [

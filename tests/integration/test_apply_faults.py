@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.asterisk import store
 from reconciler.asterisk.client import AsteriskClient
 from reconciler.errors import EXIT_UNAVAILABLE, ManagedWriteFailed
 from reconciler.gitops.apply import ApplyResult, apply_desired, read_live_state, rev12
+from tests.harness import storedb
 from tests.harness.containers import (
     MANAGED_DIR,
     MESSAGES_LOG,
@@ -44,7 +46,8 @@ pytestmark = [
 ]
 
 BASELINE = [str(n) for n in range(4000, 4006)]
-LARGE = [str(n) for n in range(4000, 4600)]  # ~0.6 MiB of pjsip.conf + voicemail.conf
+LARGE = [str(n) for n in range(4000, 4600)]  # ~0.3 MiB of store SQL
+MEDIUM = [str(n) for n in range(4000, 4046)]  # more new extensions than store.VERIFY_CAP
 VOLUME_BYTES = 1024 * 1024
 
 
@@ -74,6 +77,24 @@ class Pbx:
     def apply(self, directory: Path, **kw: object) -> ApplyResult:
         return apply_desired(self.settings, self.client(), directory, **kw)  # type: ignore[arg-type]
 
+    def reloading_change(self) -> Path:
+        """A revision whose apply reloads res_pjsip and then runs long enough to be cut off.
+
+        Extensions are store rows now: adding them reloads nothing. A provider edit rewrites
+        pjsip.conf (res_pjsip reloads), and the exec then still asks about 20 of the 40 new
+        extensions one by one (store.VERIFY_CAP), long enough after the reload for a kill to land
+        inside it. (600 new rows, the SQL a killed exec leaves in its temp dir and the WAL of the
+        heal that follows no longer fit the 1 MiB volume.)"""
+        return self.provider_edit("provider-edit", MEDIUM)
+
+    def provider_edit(self, name: str, numbers: list[str], *, label: str = "Extension") -> Path:
+        """`desired(name, numbers)` with the provider's registration expiry changed: pjsip.conf
+        changes beyond its revision marker, so it is rewritten and res_pjsip reloads."""
+        directory = self.desired(name, numbers, label=label)
+        with (directory / "providers.yaml").open("a") as providers:
+            providers.write("    expiration: 1800\n")
+        return directory
+
     def baseline(self) -> ApplyResult:
         return self.apply(self.desired("baseline", BASELINE))
 
@@ -102,6 +123,7 @@ class Pbx:
             "RECONCILER_ENV_FILE": str(self.root / "no.env"),
             "RECONCILER_SECRETS_DIR": str(self.root / "no-secrets"),
             "RECONCILER_STATE_DIR": str(self.root / "state"),
+            "RECONCILER_AMI_PORT": str(self.container.ami_port),  # this PBX's, never another's
             "COLUMNS": "200",
         }
 
@@ -181,7 +203,10 @@ def test_an_apply_into_a_full_volume_changes_nothing_even_after_docker_restart(
             pbx.apply(target)
 
         message = failure.value.message
-        assert "No space left on device" in message or "no space left on device" in message, message
+        # The upload (Docker), a staged write (dd) or the store's transaction (SQLite: SQLITE_FULL)
+        # meets the full volume first, each in its own words; the free space is always said.
+        said = ("no space left on device", "database or disk is full")
+        assert any(words in message.lower() for words in said), message
         assert "Nothing was renamed or reloaded" in message and failure.value.hint
         assert failure.value.temporary  # the watch loop retries; the revision is not marked failed
         # Nothing renamed, no temp file left, nothing reloaded, nothing recorded.
@@ -189,6 +214,7 @@ def test_an_apply_into_a_full_volume_changes_nothing_even_after_docker_restart(
         assert not [e for e in pbx.sh(f"ls -A {MANAGED_DIR}/.gitops").split() if e.startswith("tmp-")]
         assert "Reloading module 'res_pjsip.so'" not in pbx.log_since(offset)
         assert read_live_state(pbx.client()) == good_state
+        assert "Extension 4003" in pbx.container.cli("pjsip show endpoint 4003")  # the store's rows too
 
         # A restart loads what is on disk: still the previous config, complete.
         pbx.container.docker_restart()
@@ -231,7 +257,12 @@ def test_two_applies_started_together_leave_exactly_one_revision_live(baseline: 
     winner = a if live == "rev-a" else b
     label = "Alpha" if live == "rev-a" else "Bravo"
     assert f"{label} 4003" in pbx.container.cli("pjsip show endpoint 4003")
-    assert f"{label} 4003" in pbx.sh(f"cat {MANAGED_DIR}/voicemail.conf")  # every file of one revision
+    # The labels are store rows now (the files of the two differ in their revision only): every
+    # extension's endpoint and mailbox is the winner's, never a half of each.
+    callerids = storedb.sql(pbx.container, f"SELECT callerid FROM {store.ENDPOINTS} ORDER BY id;")
+    assert callerids.splitlines() == [f'"{label} {n}" <{n}>' for n in BASELINE], callerids
+    names = storedb.sql(pbx.container, f"SELECT fullname FROM {store.VOICEMAIL} ORDER BY mailbox;")
+    assert names.splitlines() == [f"{label} {n}" for n in BASELINE], names
     dry = pbx.apply(winner, revision=f"rev-{live[-1]}", dry_run=True)
     assert dry.unchanged, dry.changes
     pbx.baseline()
@@ -256,7 +287,7 @@ def test_asterisk_killed_mid_reload_exits_3_and_the_next_apply_settles_the_files
     pbx = baseline
     good = read_live_state(pbx.client())
     assert good is not None
-    target = pbx.desired("large", LARGE)  # a 600-extension reload takes long enough to be caught
+    target = pbx.reloading_change()
     done = threading.Event()
     seen: dict[str, float] = {}
     killer = threading.Thread(target=lambda: seen.update(kill_during_reload(pbx, done)))
@@ -295,7 +326,8 @@ def test_asterisk_killed_mid_reload_exits_3_and_the_next_apply_settles_the_files
     )
     assert all(c.ok for c in result.checks) and len(result.checks) >= 4, result.checks
     assert pbx.assert_consistent() == "killed_1"
-    assert pbx.endpoints() == {*LARGE, "fake_provider"}
+    assert pbx.endpoints() == {*MEDIUM, "fake_provider"}
+    assert storedb.endpoint_ids(pbx.container) == set(MEDIUM)
     pbx.baseline()
 
 
@@ -311,7 +343,7 @@ def test_a_reconciler_killed_mid_apply_leaves_a_lock_that_expires_and_a_journal_
     baseline: Pbx,
 ) -> None:
     pbx = baseline
-    target = pbx.desired("large", LARGE)
+    target = pbx.reloading_change()
     seen = threading.Event()
     watcher = threading.Thread(
         target=lambda: wait_for_log(pbx, "Reloading module 'res_pjsip.so'") and seen.set()
@@ -362,14 +394,15 @@ def test_a_second_apply_waits_for_the_lock_then_exits_4_naming_the_holder(baseli
 @pytest.mark.parametrize("revision", ["release_7", "v1.2-rc"])
 def test_revision_ids_with_underscores_dots_and_dashes_apply_and_verify(baseline: Pbx, revision: str) -> None:
     pbx = baseline
-    target = pbx.desired(f"rev-{revision}", BASELINE, label=f"Rev {revision}")
+    # A label is a store row now; the provider edit is what makes pjsip.conf (and its marker) new.
+    target = pbx.provider_edit(f"rev-{revision}", BASELINE, label=f"Rev {revision}")
 
     result = pbx.apply(target, revision=revision)
 
     assert not result.unchanged and all(c.ok for c in result.checks), result.checks
     assert any(c.name.startswith("pjsip.conf live") for c in result.checks)
     assert pbx.assert_consistent() == revision
-    # pjsip.conf changed (the names), so its marker carries the new id; Asterisk finds it.
+    # pjsip.conf changed (the provider), so its marker carries the new id; Asterisk finds it.
     assert f"gitops-rev-{revision}" in pbx.container.cli(f"pjsip show aor gitops-rev-{revision}")
     # and a second apply of it finds nothing to do
     assert pbx.apply(target, revision=revision).unchanged

@@ -5,21 +5,60 @@ here; what Asterisk does with the files is the integration tests' job."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import shutil
 import stat
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker.errors import APIError
 
-from reconciler.asterisk.client import AsteriskClient, FileSource, TxnOutcome, sha256_text
+from reconciler.asterisk import store
+from reconciler.asterisk.client import (
+    ARGV_LIMIT_BYTES,
+    SCRIPT_FILE,
+    STORE_SQL,
+    AsteriskClient,
+    FileSource,
+    TxnOutcome,
+    sha256_text,
+)
 from reconciler.asterisk.journal import new_journal
 from reconciler.asterisk.lease import Holder, parse_lease
+from reconciler.desired.model import DesiredState
+from reconciler.errors import ManagedWriteFailed
+
+
+class LocalVolume:
+    """`put_archive` of a container, into a local directory; `full` refuses it the way Docker does
+    when the volume is full (after creating the archive's directories)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.full = False
+        self.uploads: list[list[str]] = []
+
+    def put_archive(self, path: str, data: bytes) -> bool:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = tar.getmembers()
+            self.uploads.append([m.name for m in members if m.isfile()])
+            for member in members:
+                if member.isdir():
+                    Path(path, member.name).mkdir(parents=True, exist_ok=True)
+            if self.full:
+                raise APIError("500 Server Error", explanation="write store.sql: no space left on device")
+            tar.extractall(path, filter="data")
+        return True
 
 
 class LocalShell(AsteriskClient):
-    """An AsteriskClient whose execs run in a local `sh` (dash on Debian, as in the image)."""
+    """An AsteriskClient whose execs run in a local `sh` (dash on Debian, as in the image) and whose
+    uploads land in the local managed dir. `scripts` holds every exec's argv script."""
 
     def __init__(self, root: Path, path: str | None = None) -> None:
         super().__init__("local", managed_dir=str(root / "managed"))
@@ -28,14 +67,30 @@ class LocalShell(AsteriskClient):
         self.control_socket = str(root / "asterisk.ctl")
         Path(self.control_socket).touch()
         self.env = {**os.environ, "PATH": path or os.environ["PATH"]}
+        self.volume = LocalVolume(root)
+        self.scripts: list[str] = []
 
     def _exec(self, script: str) -> tuple[int, str]:
         self.exec_count += 1
+        self.scripts.append(script)
         done = subprocess.run(["sh", "-c", script], capture_output=True, env=self.env, check=False)
         return done.returncode, (done.stdout + done.stderr).decode()
 
+    def _container_or_fetch(self) -> Any:
+        return self.volume
+
     def _container_went_away(self) -> str | None:
         return None
+
+
+def shims(root: Path, **scripts: str) -> str:
+    """A PATH whose first directory holds the executable `scripts` (name → sh body)."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
 
 
 @pytest.fixture
@@ -175,3 +230,101 @@ def test_staged_files_are_not_world_readable(pbx: LocalShell) -> None:
     assert apply_files(pbx, Holder.new(), {"pjsip.conf": "password = s3cret\n"}).ok
     mode = stat.S_IMODE((managed(pbx) / "pjsip.conf").stat().st_mode)
     assert mode == 0o640
+
+
+# --- size: every script stays under the argv limit ------------------------------------------------
+
+TEN_THOUSAND = [str(n) for n in range(40000, 50000)]
+
+
+def _rows(numbers: list[str]) -> store.Rows:
+    state = DesiredState.model_validate(
+        {"extensions": [{"number": n, "name": f"Phone {n}", "password": f"${{P{n}}}"} for n in numbers]}
+    )
+    return store.desired_rows(state, {f"P{n}": f"pw-{n}-xxxxxxxx" for n in numbers}, b"k" * 32)
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs the sqlite3 shell")
+def test_a_rewrite_of_10000_extensions_runs_from_an_uploaded_sql_file_with_a_script_under_the_argv_limit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "realtime.sqlite3"
+    # The store step runs `setpriv … sqlite3 -bail <DB_PATH> < file`: here, the real sqlite3 on a
+    # local DB (the container's path and uid are the image's business).
+    path = shims(tmp_path, setpriv=f"exec sqlite3 -bail {db}\n")
+    (tmp_path / "pbx").mkdir()
+    client = LocalShell(tmp_path / "pbx", path=path)
+    sql = store.rewrite_sql(_rows(TEN_THOUSAND), "t1", b"k" * 32)
+    assert len(sql.encode()) > ARGV_LIMIT_BYTES  # the SQL alone would not fit in argv
+
+    out = client.transact(
+        Holder.new(),
+        "rev",
+        files={"pjsip.conf": FileSource(text="[transport-udp]\n")},
+        store_sql=sql,
+        store_digest=False,
+    )
+
+    assert out.ok, (out.stopped, out.detail)
+    assert "stored" in out.outputs["store"].splitlines()
+    assert client.volume.uploads and client.volume.uploads[0][-1].endswith("/" + STORE_SQL)
+    assert max(len(s.encode()) for s in client.scripts) < ARGV_LIMIT_BYTES
+    count = subprocess.run(["sqlite3", str(db), "SELECT count(*) FROM ps_endpoints"], capture_output=True)
+    assert count.stdout.decode().strip() == "10000"
+    assert not [p for p in gitops(client).iterdir() if p.name.startswith("tmp-")]
+
+
+def test_removing_10000_extensions_runs_its_unregister_commands_from_an_uploaded_script(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "cli.log"
+    path = shims(tmp_path, asterisk=f'printf "%s\\n" "$2" >> {seen}; echo ok\n')
+    (tmp_path / "pbx").mkdir()
+    client = LocalShell(tmp_path / "pbx", path=path)
+    queries = store.unregister_commands(TEN_THOUSAND)
+    assert all(len(q.encode()) <= store.CLI_COMMAND_MAX_BYTES for q in queries)
+
+    out = client.transact(Holder.new(), "rev", queries=queries)
+
+    assert out.ok and out.reload is not None
+    assert out.reload.query_outputs == tuple("ok\n" for _ in queries)
+    assert max(len(s.encode()) for s in client.scripts) < ARGV_LIMIT_BYTES
+    assert any(name.endswith("/" + SCRIPT_FILE) for up in client.volume.uploads for name in up)
+    ran = seen.read_text().splitlines()
+    assert ran == queries
+    numbers = [n for q in ran for n in re.findall(r"'(\d+)'", q)]
+    assert sorted(numbers) == sorted(TEN_THOUSAND)
+    assert not [p for p in gitops(client).iterdir() if p.name.startswith("tmp-")]
+
+
+def test_a_store_sql_upload_refused_by_a_full_volume_changes_nothing_and_says_so(pbx: LocalShell) -> None:
+    (managed(pbx) / "pjsip.conf").write_text("the good one\n")
+    pbx.volume.full = True
+    sql = store.rewrite_sql(_rows(TEN_THOUSAND[:2000]), "t1")
+
+    with pytest.raises(ManagedWriteFailed) as failure:
+        pbx.transact(Holder.new(), "rev", files={"pjsip.conf": FileSource(text="new\n")}, store_sql=sql)
+
+    assert "no space left on device" in failure.value.message
+    assert "Nothing was renamed or reloaded" in failure.value.message and failure.value.hint
+    assert failure.value.temporary
+    assert (managed(pbx) / "pjsip.conf").read_text() == "the good one\n"
+    assert not [p for p in gitops(pbx).iterdir() if p.name.startswith("tmp-")]
+    assert not (gitops(pbx) / "lease").exists()
+
+
+def test_a_restore_from_links_on_a_full_volume_sends_no_file_text_inline(pbx: LocalShell) -> None:
+    holder = Holder.new()
+    good = "x" * (60 * 1024)
+    assert apply_files(pbx, holder, {"pjsip.conf": good}).ok
+    assert pbx.transact(holder, "rev", mode="fence", record="{}\n", settle=["pjsip.conf"]).ok
+    assert apply_files(pbx, holder, {"pjsip.conf": "broken\n"}).ok
+    pbx.volume.full = True
+    pbx.scripts.clear()
+
+    back = pbx.transact(
+        holder, "rev", files={"pjsip.conf": FileSource(text=good, link_sha=sha256_text(good))}
+    )
+
+    assert back.ok and (managed(pbx) / "pjsip.conf").read_text() == good
+    assert all(good not in s for s in pbx.scripts)
