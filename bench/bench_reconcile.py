@@ -141,6 +141,29 @@ def one_extension_applies(
     }
 
 
+def restart_to_register(stack: PbxStack, user: str, limit_s: float = 180.0) -> dict[str, float | None]:
+    """`core restart now`, then (a) until `core waitfullybooted` answers and (b) until a REGISTER
+    sent after that gets its first answer (a realtime PBX drops requests for a while after "fully
+    booted" while it builds every endpoint). Seconds from the restart command."""
+    started = time.perf_counter()
+    stack.pbx.exec(["asterisk", "-rx", "core restart now"])
+    booted: float | None = None
+    while time.perf_counter() - started < limit_s:
+        code, out = stack.pbx.exec(["sh", "-c", "timeout 5 asterisk -rx 'core waitfullybooted' 2>&1"])
+        if code == 0 and "fully booted" in out:
+            booted = time.perf_counter() - started
+            break
+        time.sleep(0.2)
+    answered: float | None = None
+    if booted is not None:
+        with RegisterProbe(stack.pbx.sip_port, [user], timeout_s=1.0, gap_s=0.1) as probe:
+            while time.perf_counter() - started < limit_s and answered is None:
+                time.sleep(0.05)
+                if any(took < probe.timeout_s for _, took in probe.samples):
+                    answered = time.perf_counter() - started
+    return {"restart_fully_booted_s": booted, "restart_register_answered_s": answered}
+
+
 def measure_size(
     stack: PbxStack, bare_pbx: PbxContainer, workdir: Path, numbers: list[str], runs: int
 ) -> dict[str, float | int | None]:
@@ -181,6 +204,7 @@ def measure_size(
     users = numbers[1 : 1 + PROBE_USERS] or numbers
     with RegisterProbe(stack.pbx.sip_port, users) as probe:
         singles = one_extension_applies(stack, workdir, numbers, runs, probe)
+    restart = restart_to_register(stack, users[0])
     return {
         "extensions": len(numbers),
         "bare_reload_inside_s": bare_inside,
@@ -199,6 +223,7 @@ def measure_size(
         "ratio_password_change_over_bare_file": singles["password_change_s"] / bare_file,
         "ratio_unchanged_over_bare_exec": unchanged / bare_exec,
         "pbx_memory_mib": container_mem_mib(stack),
+        **restart,
     }
 
 
