@@ -498,10 +498,10 @@ def _check_aliases(root: Node) -> None:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector: loading makes hundreds of thousands of objects (nodes,
-    values, models) without garbage cycles among them, and collecting again and again while they
-    pile up took about a third of the load time at 10,000 extensions."""
+def gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector. Loading (and the plan) makes hundreds of thousands of
+    objects (nodes, values, models) without garbage cycles among them, and collecting again and
+    again while they pile up took about a third of the load time at 10,000 extensions."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -603,7 +603,7 @@ def load_desired(desired_dir: Path) -> LoadedState:
     """Load and validate every `*.yaml`/`*.yml` file in `desired_dir`.
 
     Raises `ValidationFailed` listing every problem (file, line, field, message)."""
-    with _gc_paused():
+    with gc_paused():
         return _load_desired(Path(desired_dir))
 
 
