@@ -21,7 +21,7 @@ import secrets
 import shlex
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -619,11 +619,16 @@ class PbxStack:
 
 
 @contextlib.contextmanager
-def pbx_stack(workdir: Path, *, name_prefix: str = "test") -> Iterator[PbxStack]:
-    """Start a PBX and a fake provider that expects it; write `<workdir>/desired`; always clean up."""
+def pbx_stack(
+    workdir: Path, *, name_prefix: str = "test", prepare: Callable[[PbxContainer], None] | None = None
+) -> Iterator[PbxStack]:
+    """Start a PBX and a fake provider that expects it; write `<workdir>/desired`; always clean up.
+    `prepare(pbx)` runs before the PBX starts (e.g. to put a managed file in place)."""
     workdir.mkdir(parents=True, exist_ok=True)
     values = make_secrets()
     pbx = PbxContainer(name_prefix=name_prefix)
+    if prepare is not None:
+        prepare(pbx)
     provider: ProviderContainer | None = None
     try:
         provider = ProviderContainer(pbx.sip_port, values["PROVIDER_PASSWORD"], name_prefix=name_prefix)

@@ -14,9 +14,7 @@ from tests.harness.containers import (
     MANAGED_DIR,
     PbxContainer,
     PbxStack,
-    ProviderContainer,
-    make_secrets,
-    write_desired_dir,
+    pbx_stack,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,20 +38,11 @@ def old_style_pjsip(port: int) -> str:
 
 @pytest.fixture
 def upgraded(docker_image: str, tmp_path: Path) -> Iterator[PbxStack]:
-    values = make_secrets()
-    pbx = PbxContainer(name_prefix="storeup")
-    pbx.with_managed_file("pjsip.conf", old_style_pjsip(pbx.sip_port))
-    provider: ProviderContainer | None = None
-    try:
-        provider = ProviderContainer(pbx.sip_port, values["PROVIDER_PASSWORD"], name_prefix="storeup")
-        pbx.start()
-        provider.start()
-        desired = write_desired_dir(tmp_path / "desired", pbx, provider)
-        yield PbxStack(pbx, provider, values, desired, tmp_path)
-    finally:
-        if provider is not None:
-            provider.stop()
-        pbx.stop()
+    def old_pjsip(pbx: PbxContainer) -> None:
+        pbx.with_managed_file("pjsip.conf", old_style_pjsip(pbx.sip_port))
+
+    with pbx_stack(tmp_path, name_prefix="storeup", prepare=old_pjsip) as stack:
+        yield stack
 
 
 def test_an_extension_defined_in_an_old_pjsip_conf_ends_up_only_in_the_store_and_works(
