@@ -9,43 +9,19 @@ UDP only: the transport every rendered PBX has; nothing but the target address i
 from __future__ import annotations
 
 import contextlib
-import re
-import secrets
 import socket
 import time
 
+from reconciler.asterisk.sip import T1, SipDialog, SipTarget, parse_response
 from reconciler.errors import AsteriskUnavailable
 
-T1_S = 0.5  # RFC 3261 Timer T1: the first retransmission interval
-_STATUS_LINE = re.compile(rb"^SIP/2\.0 [1-6]\d\d ")
-_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)\s*:\s*(\S+)\s*$")
-
-
-def options_request(host: str, port: int, local: tuple[str, int], call_id: str) -> bytes:
-    """An out-of-dialog OPTIONS to sip:host:port from this socket's address."""
-    uri_host = f"[{host}]" if ":" in host else host
-    lhost, lport = local
-    lines = [
-        f"OPTIONS sip:{uri_host}:{port} SIP/2.0",
-        f"Via: SIP/2.0/UDP {lhost}:{lport};branch=z9hG4bK{secrets.token_hex(8)};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:gitops-probe@{uri_host}>;tag={secrets.token_hex(6)}",
-        f"To: <sip:{uri_host}:{port}>",
-        f"Call-ID: {call_id}",
-        "CSeq: 1 OPTIONS",
-        "User-Agent: asterisk-gitops sip-ready probe",
-        "Content-Length: 0",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+USER_AGENT = "asterisk-gitops sip-ready probe"
 
 
 def answers_to(data: bytes, call_id: str) -> bool:
-    """Is `data` a SIP response to our request (any status)?"""
-    if not _STATUS_LINE.match(data):
-        return False
-    head = data.split(b"\r\n\r\n", 1)[0]
-    match = _CALL_ID.search(head)
-    return bool(match and match[1].decode("utf-8", "replace") == call_id)
+    """Is `data` a SIP response to our request (any status, 1xx to 6xx)?"""
+    response = parse_response(data)
+    return response is not None and 100 <= response.status <= 699 and response.header("call-id") == call_id
 
 
 def sip_answers(host: str, port: int, timeout_s: float = 2.0) -> float | None:
@@ -55,9 +31,10 @@ def sip_answers(host: str, port: int, timeout_s: float = 2.0) -> float | None:
     deadline = start + timeout_s
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.connect((host, port))
-        call_id = secrets.token_hex(12) + "@asterisk-gitops"
-        message = options_request(host, port, sock.getsockname()[:2], call_id)
-        interval, next_send = T1_S, start
+        target = SipTarget("pbx", host, port, "udp", username="gitops-probe", password="")
+        dialog = SipDialog(target, sock.getsockname()[:2], USER_AGENT)
+        message, call_id = dialog.request("OPTIONS", []), dialog.call_id
+        interval, next_send = T1, start
         while (now := time.monotonic()) < deadline:
             if now >= next_send:
                 # ICMP from an earlier send (nothing listens yet) surfaces here: keep trying

@@ -187,10 +187,10 @@ def status(
 
 
 def _provider_target(name: str, settings: Settings, ca_file: Path | None) -> Any:
+    from reconciler.asterisk.sip import SipTarget
     from reconciler.desired import secrets
     from reconciler.desired.load import load_desired
     from reconciler.desired.model import SecretRef
-    from reconciler.observe.sipcheck import SipTarget
 
     state = load_desired(Path(settings.desired_dir)).state
     provider = next((p for p in state.providers if p.name == name), None)

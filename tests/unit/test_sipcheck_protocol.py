@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from reconciler.observe.sipcheck import (
-    SipTarget,
-    Verdict,
-    all_passed,
-    check_dns,
-    digest_authorization,
-    parse_challenge,
-    parse_response,
-    run_checks,
-)
+from reconciler.asterisk.sip import SipTarget, digest_authorization, parse_challenge, parse_response
+from reconciler.observe.sipcheck import Verdict, all_passed, check_dns, run_checks
 
 
 def _free_port(kind: socket.SocketKind) -> int:

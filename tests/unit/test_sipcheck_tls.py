@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.observe.sipcheck import SipTarget, Verdict, all_passed, run_checks
+from reconciler.asterisk.sip import SipTarget
+from reconciler.observe.sipcheck import Verdict, all_passed, run_checks
 
 PASSWORD = "Tls-Test-Passw0rd"
 REALM = "tls-test"
