@@ -582,11 +582,6 @@ def unregister_commands(numbers: Iterable[str]) -> list[str]:
     return out
 
 
-def unregister_command(number: str) -> str:
-    """The CLI command that drops the registered contacts of extension `number`."""
-    return unregister_commands([number])[0]
-
-
 @dataclass(frozen=True)
 class StoreCheck:
     name: str

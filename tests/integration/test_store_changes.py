@@ -111,7 +111,7 @@ def test_a_removed_extension_is_refused_its_live_contact_is_dropped_and_calls_to
         assert store_changes(result) == [f"store: extension {NEW} removed"], result.changes
         assert result.reloads == (), result.reloads
         assert any(c.name == f"extension {NEW} removed" and c.ok for c in result.checks), result.checks
-        # the store.unregister_command the apply ran dropped the contact the phone still holds
+        # the store.unregister_commands the apply ran dropped the contact the phone still holds
         assert not [c for c in stack.pbx.contacts() if c.startswith(f"{NEW}/")], stack.pbx.cli(
             "pjsip show contacts"
         )
