@@ -11,7 +11,18 @@ from rich.console import Console
 
 from reconciler.errors import EXIT_ERROR, ReconcilerError
 
-COMMAND_MODULES = ("desired", "apply", "watch", "observe", "carrier", "prcheck", "verify")
+COMMAND_MODULES = (
+    "desired",
+    "apply",
+    "watch",
+    "observe",
+    "carrier",
+    "prcheck",
+    "verify",
+    "fleet",
+    "fleet_deploy",
+    "fleet_status",
+)
 
 app = typer.Typer(
     name="reconciler",
