@@ -160,7 +160,7 @@ class AsteriskContainer:
         self.ami_port: int = ports.reserve_port()
         self.rtp_range: tuple[int, int] = ports.reserve_rtp_range()
         self._files: dict[str, bytes] = {}
-        self._volumes: list[tuple[str, str]] = []
+        self._volumes: list[tuple[str, str, str]] = []
         self._container: DockerContainer | None = None
         # A small managed volume that can be filled up: a tmpfs-backed named volume, kept mounted
         # across `docker restart` by a second, idle container (a tmpfs is emptied when its last
@@ -182,7 +182,13 @@ class AsteriskContainer:
 
     def with_read_only_file(self, host_path: Path, container_path: str) -> Self:
         """Bind-mount a host file read-only, e.g. an /etc/resolv.conf that sends lookups to 127.0.0.1."""
-        self._volumes.append((str(host_path), container_path))
+        self._volumes.append((str(host_path), container_path, "ro"))
+        return self
+
+    def with_volume(self, source: str, container_path: str) -> Self:
+        """Mount a named volume (or host directory) read-write, e.g. /var/run/asterisk shared with
+        a sidecar reconciler (its control socket)."""
+        self._volumes.append((source, container_path, "rw"))
         return self
 
     def start(self, boot_timeout_s: float = 30.0) -> Self:
@@ -201,8 +207,8 @@ class AsteriskContainer:
         kwargs: dict[str, object] = {"network_mode": "host", "labels": self._labels()}
         for name, data in self._files.items():
             container.with_copy_into_container(data, f"{MANAGED_DIR}/{name}", 0o644)
-        for host_path, container_path in self._volumes:
-            container.with_volume_mapping(host_path, container_path, "ro")
+        for host_path, container_path, mode in self._volumes:
+            container.with_volume_mapping(host_path, container_path, mode)
         self._container = container
         LIVE.add(self)
         try:
