@@ -6,6 +6,7 @@ import json
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from reconciler.commands.desired import DIR_ARG, ENV_FILE_OPT, REVISION_OPT, TEMPLATES_OPT
+from reconciler.desired.fleet import load_fleet, site_settings
 from reconciler.errors import ReconcilerError
 from reconciler.gitops.verify import DEFAULT_IMAGE, Finding, VerifyFailed, VerifyResult, verify_desired
 from reconciler.markers import rev12
@@ -88,6 +90,9 @@ def verify(
         help="Give every secret that is not set a generated stand-in (a pull request has no secrets).",
     ),
     output_format: str = typer.Option("text", "--format", help="text, json, or github (annotations)."),
+    site: str | None = typer.Option(
+        None, "--site", help="DIR is a fleet (fleet.yaml): verify this site (its bases and files)."
+    ),
 ) -> None:
     """Boot the render of DIR in a throwaway Asterisk (no network, nothing bound on the host) and
     fail on any error or warning it logs about the managed files, each mapped to FILE:LINE.
@@ -101,6 +106,11 @@ def verify(
         )
     settings = Settings.from_env(env_file=env_file, templates_dir=templates)
     directory = desired_dir or settings.desired_dir
+    if site is not None:
+        fleet = load_fleet(directory)
+        settings = site_settings(settings, fleet, site)
+        if env_file is not None:  # an explicit --env-file wins over the site's own
+            settings = replace(settings, env_file=env_file)
     out = Console(soft_wrap=output_format != "text")
     err = Console(stderr=True)
     with _terminate_as_interrupt(), err.status(f"verifying {directory}") as status:

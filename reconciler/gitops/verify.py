@@ -50,7 +50,8 @@ from reconciler.asterisk.parsers import LogProblem, parse_reload_log
 from reconciler.asterisk.sourcemap import Located, locate
 from reconciler.desired import render as render_mod
 from reconciler.desired.confparse import parse_conf
-from reconciler.desired.load import LoadedState, load_desired
+from reconciler.desired.fleet import load_tree
+from reconciler.desired.load import LoadedState
 from reconciler.desired.model import SecretUse, secret_refs
 from reconciler.desired.secrets import lookup, read_env_file, resolve_secrets, weakness
 from reconciler.errors import AsteriskUnavailable, ReconcilerError
@@ -438,7 +439,7 @@ def verify_desired(
     from reconciler.desired.revision import revision_of
 
     say("rendering")
-    loaded = load_desired(Path(desired_dir))
+    loaded = load_tree(Path(desired_dir), settings.site)
     stand_ins: tuple[str, ...] = ()
     if placeholders:
         settings, stand_ins = placeholder_secrets(loaded, settings)

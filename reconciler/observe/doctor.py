@@ -34,9 +34,9 @@ _RTP = re.compile(r"Port start:\s*(\d+).*?Port end:\s*(\d+)", re.S)
 
 def _desired_state(settings: Settings) -> Any:
     try:
-        from reconciler.desired.load import load_desired
+        from reconciler.desired.fleet import load_tree
 
-        return load_desired(Path(settings.desired_dir)).state
+        return load_tree(Path(settings.desired_dir), settings.site).state
     except (ReconcilerError, OSError):
         return None
 
