@@ -63,6 +63,9 @@ class Settings:
     ami_container_secret_path: str = AMI_CONTAINER_SECRET_PATH
     # host:port of the PBX's own SIP transport (UDP) for the "serves SIP" probe of /healthz.
     sip_probe: str | None = None
+    # The site of a fleet directory (`desired_dir` holds fleet.yaml) this reconciler renders:
+    # docs/fleet.md. None: `desired_dir` is one PBX's desired directory.
+    site: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -86,5 +89,6 @@ class Settings:
             if env.get("RECONCILER_AMI_SECRET_FILE")
             else None,
             sip_probe=env.get("RECONCILER_SIP_PROBE") or None,
+            site=env.get("RECONCILER_SITE") or None,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -73,10 +73,22 @@ class LoadedState:
     # top-level key -> (display file name, line index of the file's document)
     sources: Mapping[str, tuple[str, LineIndex]] = field(default_factory=dict, repr=False)
     files: tuple[str, ...] = ()
+    # A state merged from several files (a fleet's site, `fleet.py`): path prefix, e.g.
+    # `("extensions", 3)` or `("pbx", "port")` -> (display file name, line of that node, its line
+    # index). Consulted before `sources`, longest prefix first.
+    overrides: Mapping[tuple[str | int, ...], tuple[str, int, LineIndex]] = field(
+        default_factory=dict, repr=False
+    )
 
     def locate(self, path: tuple[str | int, ...]) -> tuple[str, int]:
         """(display file name, 1-based line) of the field at `path`, e.g. `("extensions", 2, "password")`.
         Falls back to the nearest enclosing node that exists; `(dir, 0)` for a key in no file."""
+        if self.overrides:
+            for length in range(min(len(path), 3), 0, -1):
+                found = self.overrides.get(path[:length])
+                if found is not None:
+                    file, line, index = found
+                    return file, _line_of(index, path[length:], line)
         if not path or path[0] not in self.sources:
             return (self.files[0] if self.files else display_name(self.dir), 0)
         file, index = self.sources[str(path[0])]
@@ -159,10 +171,10 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
-def _line_of(index: LineIndex, path: tuple[str | int, ...]) -> int:
-    """1-based line of `path` in a document's line index; the closest existing parent if absent."""
+def _line_of(index: LineIndex, path: tuple[str | int, ...], line: int = 1) -> int:
+    """1-based line of `path` in a document's line index; the closest existing parent if absent
+    (`line`, the line of the node the index is of, when not even the first part exists)."""
     node: Any = index
-    line = 1
     for part in path:
         in_mapping = isinstance(node, dict) and part in node
         in_sequence = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
@@ -536,9 +548,9 @@ def _unknown_key_message(key: str, allowed: list[str]) -> str:
     return f"unknown key {echo(key)}{hint}"
 
 
-def _allowed_keys(path: tuple[str | int, ...]) -> list[str]:
+def _allowed_keys(path: tuple[str | int, ...], root: type[BaseModel] = DesiredState) -> list[str]:
     """Field names allowed at the parent of `path` (for 'did you mean' on unknown keys)."""
-    cls: Any = DesiredState
+    cls: Any = root
     for part in path[:-1]:
         if isinstance(part, int):
             continue
@@ -574,7 +586,11 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
 
 
 def _pydantic_problems(
-    exc: ValidationError, prefix: tuple[str | int, ...], locate: Any, seen: set[tuple[str | int, ...]]
+    exc: ValidationError,
+    prefix: tuple[str | int, ...],
+    locate: Any,
+    seen: set[tuple[str | int, ...]],
+    root: type[BaseModel] = DesiredState,
 ) -> list[Problem]:
     problems: list[Problem] = []
     errors = exc.errors(include_url=False)
@@ -593,7 +609,7 @@ def _pydantic_problems(
         seen.add(path)
         message = _message(error)
         if error["type"] == "extra_forbidden":
-            message = _unknown_key_message(str(path[-1]), _allowed_keys(path))
+            message = _unknown_key_message(str(path[-1]), _allowed_keys(path, root))
         file, line = locate(path)
         problems.append(Problem(file, line, field_name(path), message))
     return problems
@@ -608,43 +624,71 @@ def load_desired(desired_dir: Path) -> LoadedState:
 
 
 def _load_desired(desired_dir: Path) -> LoadedState:
+    layer = read_layer(desired_dir)
+    problems = list(layer.problems)
+    sources = {key: (file, index) for key, (file, _, index) in layer.keys.items()}
+    merged = {key: value for key, (_, value, _) in layer.keys.items()}
+    locator = LoadedState(DesiredState(), desired_dir, sources, layer.files)
+    more, state = _validate(merged, locator, cross_checks=not layer.unreadable)
+    problems.extend(more)
+    if problems:
+        raise ValidationFailed(problems)
+    return LoadedState(state, desired_dir, sources, layer.files)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The desired files of one directory, read but not validated: each top-level key with the
+    file it is in, its value and the line index of that file's document."""
+
+    keys: Mapping[str, tuple[str, Any, LineIndex]]
+    files: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    unreadable: bool  # a file did not parse: its objects are unknown, so cross-checks are skipped
+
+
+def read_document(entry: DesiredEntry, file: str) -> tuple[Any, LineIndex] | Problem:
+    """One desired (or fleet) file → (plain value, line index), read bounded; a `Problem` at the
+    right line for a refused file or malformed YAML."""
+    try:
+        text = _read_text(entry)
+        return _parse(text)
+    except FileRefused as exc:
+        return Problem(file, exc.line, "-", exc.reason)
+    except MarkedYAMLError as exc:
+        # "could not find expected ':'" is found a line late; the key it belongs to is the context.
+        simple_key = "simple key" in str(exc.context or "")
+        mark = (exc.context_mark if simple_key else None) or exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        return Problem(file, line, "-", f"malformed YAML: {what}")
+    except YAMLError as exc:
+        return Problem(file, 1, "-", f"malformed YAML: {exc}")
+    except RecursionError:  # not expected (depth is bounded), but never a traceback
+        return Problem(file, 1, "-", f"malformed YAML: {_too_deep_message()}")
+
+
+def read_layer(desired_dir: Path) -> Layer:
+    """Read every desired file of `desired_dir` (`desired_entries`): each top-level key may be in
+    one file only. Problems are collected, never raised."""
     shown_dir = display_name(desired_dir)
     if not desired_dir.is_dir():
-        raise ValidationFailed([Problem(shown_dir, 0, "-", "not a directory")])
+        return Layer({}, (), (Problem(shown_dir, 0, "-", "not a directory"),), True)
     try:
         entries = desired_entries(desired_dir)
     except OSError as exc:
-        raise ValidationFailed([Problem(shown_dir, 0, "-", f"cannot list: {exc.strerror}")]) from None
+        return Layer({}, (), (Problem(shown_dir, 0, "-", f"cannot list: {exc.strerror}"),), True)
     problems: list[Problem] = []
-    sources: dict[str, tuple[str, LineIndex]] = {}
-    merged: dict[str, Any] = {}
-    unreadable = False  # a file that does not parse: its objects are unknown, so skip cross-checks
+    keys: dict[str, tuple[str, Any, LineIndex]] = {}
+    unreadable = False
     for entry in entries:
         file = display_name(entry.path)
-        try:
-            text = _read_text(entry)
-            doc, index = _parse(text)
-        except FileRefused as exc:
-            problems.append(Problem(file, exc.line, "-", exc.reason))
+        read = read_document(entry, file)
+        if isinstance(read, Problem):
+            problems.append(read)
             unreadable = True
             continue
-        except MarkedYAMLError as exc:
-            # "could not find expected ':'" is found a line late; the key it belongs to is the context.
-            simple_key = "simple key" in str(exc.context or "")
-            mark = (exc.context_mark if simple_key else None) or exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-            problems.append(Problem(file, line, "-", f"malformed YAML: {what}"))
-            unreadable = True
-            continue
-        except YAMLError as exc:
-            problems.append(Problem(file, 1, "-", f"malformed YAML: {exc}"))
-            unreadable = True
-            continue
-        except RecursionError:  # not expected (depth is bounded), but never a traceback
-            problems.append(Problem(file, 1, "-", f"malformed YAML: {_too_deep_message()}"))
-            unreadable = True
-            continue
+        doc, index = read
         if doc is None:
             continue
         if not isinstance(doc, dict) or not isinstance(index, dict):
@@ -656,8 +700,8 @@ def _load_desired(desired_dir: Path) -> LoadedState:
                 problems.append(
                     Problem(file, line, str(key), _unknown_key_message(str(key), list(model.TOP_LEVEL_KEYS)))
                 )
-            elif key in sources:
-                first_file, first_index = sources[key]
+            elif key in keys:
+                first_file, _, first_index = keys[key]
                 first_line = _line_of(first_index, (key,))
                 problems.append(
                     Problem(
@@ -668,15 +712,9 @@ def _load_desired(desired_dir: Path) -> LoadedState:
                     )
                 )
             else:
-                sources[key] = (file, index)
-                merged[key] = value
+                keys[key] = (file, value, index)
     files = tuple(display_name(entry.path) for entry in entries)
-    locator = LoadedState(DesiredState(), desired_dir, sources, files)
-    more, state = _validate(merged, locator, cross_checks=not unreadable)
-    problems.extend(more)
-    if problems:
-        raise ValidationFailed(problems)
-    return LoadedState(state, desired_dir, sources, files)
+    return Layer(keys, files, tuple(problems), unreadable)
 
 
 def _validate(

@@ -339,14 +339,16 @@ def secret_values(state: DesiredState, secrets: Mapping[str, str]) -> frozenset[
 
 
 def render_desired(desired_dir: Path, settings: Settings, revision: str | None = None) -> Rendered:
-    """load → resolve secrets → render for `desired_dir`, with `settings.templates_dir`.
+    """load → resolve secrets → render for `desired_dir`, with `settings.templates_dir`. With
+    `settings.site`, `desired_dir` is a fleet directory and that site is rendered (its secrets come
+    from `settings.env_file`: `fleet.site_settings()` points it at the site's env file).
     The revision defaults to `revision.revision_of(desired_dir)`. Raises `ValidationFailed` for an
     invalid state or missing/weak secrets, `RenderFailed` for a broken template."""
-    from reconciler.desired.load import load_desired
+    from reconciler.desired.fleet import load_tree
     from reconciler.desired.revision import revision_of
     from reconciler.desired.secrets import resolve_secrets
 
-    loaded = load_desired(Path(desired_dir))
+    loaded = load_tree(Path(desired_dir), settings.site)
     secrets = resolve_secrets(loaded, settings)
     problems = [
         Problem(*loaded.locate(path), field_name(path), why)

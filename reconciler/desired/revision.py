@@ -13,15 +13,25 @@ def content_hash(desired_dir: Path) -> str:
     """`sha256:<hex>` over the desired files (name and bytes) in name order, i.e. what `load` reads,
     listed by the same `desired_entries()`. A refused entry (a symlink leaving the directory or
     to nothing, a pipe, a file over the size limit) counts by its name and why it is refused: its
-    target is never read, and the revision changes when the entry appears, goes or becomes usable."""
+    target is never read, and the revision changes when the entry appears, goes or becomes usable.
+    A fleet directory (`fleet.yaml`) is hashed over `fleet_entries()`, named by their relative
+    paths, so a change in fleet.yaml or in any base or site changes the revision."""
+    from reconciler.desired.fleet import fleet_entries, is_fleet_dir
+
+    directory = Path(desired_dir)
+    named = (
+        fleet_entries(directory)
+        if is_fleet_dir(directory)
+        else [(entry.name, entry) for entry in desired_entries(directory)]
+    )
     digest = hashlib.sha256()
-    for entry in desired_entries(Path(desired_dir)):
+    for name, entry in named:
         try:
             data = read_entry(entry)
         except FileRefused as exc:
-            digest.update(entry.name.encode() + b"\0refused\0" + exc.reason.encode() + b"\0")
+            digest.update(name.encode() + b"\0refused\0" + exc.reason.encode() + b"\0")
             continue
-        digest.update(entry.name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
     return "sha256:" + digest.hexdigest()
 
 
