@@ -66,7 +66,8 @@ def _target(
     if site.carrier is None:
         raise ReconcilerError(
             f"site {site.name} has no carrier in {fleet_dir}/fleet.yaml",
-            f"add `carrier: {{port: ..., rtp: {{start: ..., end: ...}}}}` to site {site.name}, or drop --site",
+            f"add `carrier: {{port: ..., rtp: {{start: ..., end: ...}}}}` to site {site.name}, "
+            "or drop --site",
         )
     site_env = settings if env_file else site_settings(settings, fleet, site)
     return _Target(fleet_dir, port or site.carrier.port, site_env, site.name)

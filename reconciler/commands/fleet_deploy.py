@@ -186,7 +186,11 @@ def _create_missing(fleet: Fleet, settings: Settings, found: list[SiteSecret]) -
             client.secrets.create(
                 name=s.swarm_name,
                 data=value.encode("utf-8"),
-                labels={swarm.FLEET_LABEL: fleet.name, swarm.SITE_LABEL: s.site, "com.asterisk-gitops.name": s.name},
+                labels={
+                    swarm.FLEET_LABEL: fleet.name,
+                    swarm.SITE_LABEL: s.site,
+                    "com.asterisk-gitops.name": s.name,
+                },
             )
         except APIError as exc:
             raise ReconcilerError(f"Docker refused the secret {s.swarm_name}: {exc.explanation}") from None

@@ -21,6 +21,7 @@ import yaml
 
 from reconciler.deploy import layout
 from reconciler.deploy.layout import Images
+from reconciler.desired.fleet import SECRETS_DIR as SECRETS_SUBDIR
 from reconciler.desired.fleet import Fleet, Site
 from reconciler.errors import ReconcilerError
 
@@ -30,6 +31,7 @@ HOST_NETWORK = "host"
 SERVICE_ROLES = ("asterisk", "reconciler", "carrier")
 FLEET_LABEL = "com.asterisk-gitops.fleet"
 SITE_LABEL = "com.asterisk-gitops.site"
+NAME_LABEL = "com.asterisk-gitops.name"  # a secret's ${NAME}
 
 
 def service_name(site: str, role: str) -> str:
@@ -114,6 +116,9 @@ def site_services(
                     "target": layout.FLEET_MOUNT,
                     "read_only": True,
                 },
+                # the fleet's env files (every site's values) stay out of the sidecar: its secrets
+                # come from /run/secrets, its own only
+                {"type": "tmpfs", "target": f"{layout.FLEET_MOUNT}/{SECRETS_SUBDIR}"},
             ],
             "secrets": [{"source": source, "target": target, "mode": 0o400} for source, target in secrets],
             "networks": [HOST_NETWORK],

@@ -26,12 +26,23 @@ IMAGES = Images("asterisk-gitops/asterisk:aaaaaaaaaaaa", "asterisk-gitops/sideca
 
 def _render(fleet_dir: Path, *extra: str) -> tuple[str, dict[str, Any]]:
     tags = fleet_dir.parent / "images.env"
-    tags.write_text("ASTERISK_IMAGE_TAG=aaaaaaaaaaaa\nSIDECAR_IMAGE_TAG=bbbbbbbbbbbb\nRECONCILER_IMAGE_TAG=c\n")
+    tags.write_text(
+        "ASTERISK_IMAGE_TAG=aaaaaaaaaaaa\nSIDECAR_IMAGE_TAG=bbbbbbbbbbbb\nRECONCILER_IMAGE_TAG=c\n"
+    )
     out = fleet_dir.parent / "stack.yml"
     result = run_cli(
-        "fleet", "render-swarm", "--fleet", str(fleet_dir), "--out", str(out), "--node", "node-1",
-        "--images-from", str(tags), *extra,
-    )  # fmt: skip
+        "fleet",
+        "render-swarm",
+        "--fleet",
+        str(fleet_dir),
+        "--out",
+        str(out),
+        "--node",
+        "node-1",
+        "--images-from",
+        str(tags),
+        *extra,
+    )
     assert result.code == 0, result.stderr
     text = out.read_text()
     return text, yaml.safe_load(text)
@@ -45,8 +56,13 @@ def fleet_dir(tmp_path: Path) -> Path:
 def test_the_example_stack_has_asterisk_reconciler_and_carrier_for_each_site(fleet_dir: Path) -> None:
     _, stack = _render(fleet_dir)
     assert list(stack["services"]) == [
-        "hq-asterisk", "hq-reconciler", "hq-carrier", "branch-asterisk", "branch-reconciler", "branch-carrier",
-    ]  # fmt: skip
+        "hq-asterisk",
+        "hq-reconciler",
+        "hq-carrier",
+        "branch-asterisk",
+        "branch-reconciler",
+        "branch-carrier",
+    ]
     assert stack["networks"] == {"host": {"external": True, "name": "host"}}
     for name, service in stack["services"].items():
         assert service["networks"] == ["host"], name
@@ -61,14 +77,20 @@ def test_each_site_gets_its_own_ports_rtp_ranges_and_volumes(fleet_dir: Path) ->
     _, stack = _render(fleet_dir)
     s = stack["services"]
     assert s["hq-asterisk"]["environment"] == {"RTP_START": "12000", "RTP_END": "12099", "AMI_PORT": "5138"}
-    assert s["branch-asterisk"]["environment"] == {"RTP_START": "12200", "RTP_END": "12299", "AMI_PORT": "5238"}
+    assert s["branch-asterisk"]["environment"] == {
+        "RTP_START": "12200",
+        "RTP_END": "12299",
+        "AMI_PORT": "5238",
+    }
     assert s["hq-carrier"]["environment"] == {"RTP_START": "12100", "RTP_END": "12199"}
     assert s["branch-carrier"]["environment"] == {"RTP_START": "12300", "RTP_END": "12399"}
     assert s["hq-carrier"]["command"] == ["carrier"]
     assert s["hq-asterisk"]["volumes"] == [
-        "hq_managed:/etc/asterisk/managed", "hq_spool:/var/spool/asterisk", "hq_logs:/var/log/asterisk",
+        "hq_managed:/etc/asterisk/managed",
+        "hq_spool:/var/spool/asterisk",
+        "hq_logs:/var/log/asterisk",
         "hq_run:/var/run/asterisk",
-    ]  # fmt: skip
+    ]
     # the sidecar shares all four with its Asterisk, has its state, and the fleet read-only
     sidecar = s["branch-reconciler"]
     assert sidecar["volumes"][:4] == [v.replace("hq_", "branch_") for v in s["hq-asterisk"]["volumes"]]
@@ -81,12 +103,23 @@ def test_each_site_gets_its_own_ports_rtp_ranges_and_volumes(fleet_dir: Path) ->
     assert set(stack["volumes"]) >= {"hq_managed", "hq_run", "hq_state", "branch_carrier_spool"}
 
 
-def test_the_sidecar_runs_watch_for_its_site_with_local_control_and_its_own_healthcheck(fleet_dir: Path) -> None:
+def test_the_sidecar_watches_its_site_with_local_control_and_its_own_healthcheck(
+    fleet_dir: Path,
+) -> None:
     _, stack = _render(fleet_dir)
     sidecar = stack["services"]["hq-reconciler"]
     assert sidecar["command"] == [
-        "reconciler", "watch", "--site", "hq", "--dir", "/fleet", "--control", "local", "--http", "127.0.0.1:8181",
-    ]  # fmt: skip
+        "reconciler",
+        "watch",
+        "--site",
+        "hq",
+        "--dir",
+        "/fleet",
+        "--control",
+        "local",
+        "--http",
+        "127.0.0.1:8181",
+    ]
     env = sidecar["environment"]
     assert env["RECONCILER_SECRETS_DIR"] == "/run/secrets"
     assert env["RECONCILER_ENV_FILE"] == "/dev/null"
@@ -109,8 +142,13 @@ def test_secrets_are_external_versioned_by_value_and_no_value_is_in_the_file(fle
             wanted = f"{'example'}_{site}_{name}_{layout.secret_version(value)}"
             assert stack["secrets"][wanted] == {"external": True, "name": wanted}
     hq_targets = {s["target"]: s["source"] for s in stack["services"]["hq-reconciler"]["secrets"]}
-    assert set(hq_targets) == {"EXT_4000_PASSWORD", "EXT_4001_PASSWORD", "EXT_4002_PASSWORD",
-                               "PBX_PROVIDER_USER", "PBX_PROVIDER_PASSWORD"}  # fmt: skip
+    assert set(hq_targets) == {
+        "EXT_4000_PASSWORD",
+        "EXT_4001_PASSWORD",
+        "EXT_4002_PASSWORD",
+        "PBX_PROVIDER_USER",
+        "PBX_PROVIDER_PASSWORD",
+    }
     for target, source in hq_targets.items():
         assert re.fullmatch(rf"example_hq_{target}_[0-9a-f]{{10}}", source)
     # only the sidecar gets secrets; branch gets branch's, not hq's
@@ -143,7 +181,7 @@ def test_the_render_is_deterministic(fleet_dir: Path) -> None:
 
 def test_a_site_without_node_needs_the_node_option(fleet_dir: Path) -> None:
     fleet = load_fleet(fleet_dir)
-    with pytest.raises(ReconcilerError, match="no node in fleet.yaml and no --node"):
+    with pytest.raises(ReconcilerError, match=r"no node in fleet\.yaml and no --node"):
         swarm.render_stack(fleet, images=IMAGES, secret_versions={})
 
 
@@ -171,8 +209,12 @@ def test_gen_secrets_for_a_fleet_writes_0600_files_and_never_changes_a_value(tmp
     fleet_dir = fleet_copy(tmp_path)
     first = env_values(fleet_dir)
     assert set(first) == {"hq", "branch"}
-    assert set(first["branch"]) == {"EXT_5000_PASSWORD", "EXT_5001_PASSWORD", "PBX_PROVIDER_USER",
-                                    "PBX_PROVIDER_PASSWORD"}  # fmt: skip
+    assert set(first["branch"]) == {
+        "EXT_5000_PASSWORD",
+        "EXT_5001_PASSWORD",
+        "PBX_PROVIDER_USER",
+        "PBX_PROVIDER_PASSWORD",
+    }
     for path in (fleet_dir / ".secrets").glob("*.env"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(fleet_dir / ".secrets").st_mode) == 0o700
@@ -182,8 +224,10 @@ def test_gen_secrets_for_a_fleet_writes_0600_files_and_never_changes_a_value(tmp
     assert first["hq"]["EXT_4000_PASSWORD"] not in fleet_copy_again.stdout
     subprocess.run(
         [sys.executable, str(GEN_SECRETS), "--fleet", str(fleet_dir), "-"],
-        input=fleet_copy_again.stdout, text=True, check=True,
-    )  # fmt: skip
+        input=fleet_copy_again.stdout,
+        text=True,
+        check=True,
+    )
     assert env_values(fleet_dir) == first
 
 
@@ -192,7 +236,10 @@ def test_gen_secrets_refuses_an_env_file_outside_the_fleet(tmp_path: Path) -> No
     plan = {"fleet": "example", "sites": [{"name": "hq", "env_file": "../outside.env", "secrets": []}]}
     done = subprocess.run(
         [sys.executable, str(GEN_SECRETS), "--fleet", str(fleet_dir), "-"],
-        input=json.dumps(plan), capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1 and "outside" in done.stderr
     assert not (tmp_path / "outside.env").exists()
