@@ -14,6 +14,8 @@ One StatefulSet per site (a pod of two containers, `asterisk` and the `reconcile
 - secrets by reference only: a Secret volume at /run/secrets (`<fleet>-<site>-secrets`, one key per
   `${NAME}`, created by the operator, e.g. `kubectl create secret generic ... --from-env-file`);
   no value is ever written here;
+- `automountServiceAccountToken: false`: nothing in the pod uses the API, and the token's usual
+  mount (/var/run/secrets/kubernetes.io/...) would sit inside the secret volume at /run/secrets;
 - probes: Asterisk's healthcheck.sh (exec) and the sidecar's GET /healthz (exec, the same check as
   the Swarm stack: the sidecar listens on loopback, which a kubelet httpGet to the pod IP misses).
 
@@ -42,6 +44,8 @@ PATCH_FILE = "statefulset-patch.yaml"
 # The repository the sidecars follow when none is given: a placeholder that resolves nowhere.
 DEFAULT_REPO = "https://git.example.invalid/your-org/your-fleet.git"
 KUSTOMIZE_API = "kustomize.config.k8s.io/v1beta1"
+# The API version the manifests are validated against offline (kubernetes-validate ships its schema).
+VALIDATED_KUBERNETES_VERSION = "1.32.0"
 
 # (volume name, mount path, how): how is "pvc" (volumeClaimTemplates) or "emptyDir".
 _POD_VOLUMES: tuple[tuple[str, str, str], ...] = (
@@ -134,6 +138,9 @@ def _statefulset(images: Images, site: Site, source: Source) -> dict[str, Any]:
                 "metadata": {"labels": {APP_LABEL: BASE_NAME}},
                 "spec": {
                     "hostNetwork": True,
+                    # Neither container talks to the Kubernetes API; and the token's mount would
+                    # land inside the read-only secret volume at /run/secrets (/var/run -> /run).
+                    "automountServiceAccountToken": False,
                     "dnsPolicy": "ClusterFirstWithHostNet",
                     "terminationGracePeriodSeconds": 20,
                     "containers": [asterisk, sidecar],
