@@ -4,10 +4,11 @@
 #   asterisk-gitops/asterisk:<sha12>   (+ :latest)  from asterisk/
 #   asterisk-gitops/reconciler:<sha12> (+ :latest)  from Dockerfile + pyproject.toml + reconciler/ + templates/
 #                                                  (a wheel built in the image, then installed; no README)
+#   asterisk-gitops/sidecar:<sha12>    (+ :latest)  FROM asterisk:<its sha12> + Dockerfile.sidecar + the package
 #
 # The hash covers every input file and the base image id, so an unchanged tree costs one
 # `docker image inspect` per image: that is what keeps CI fast on a machine that built before.
-# Usage: scripts/build-images.sh [asterisk|reconciler]...   (default: both, Asterisk first)
+# Usage: scripts/build-images.sh [asterisk|reconciler|sidecar]...   (default: all three, Asterisk first)
 # IMAGE_TAGS_OUT=FILE appends `ASTERISK_IMAGE_TAG=<sha12>` / `RECONCILER_IMAGE_TAG=<sha12>` lines to
 # FILE, so `make up` runs exactly the images of this tree even if another tree retags :latest.
 set -euo pipefail
@@ -30,6 +31,8 @@ inputs_hash() {
         find "${existing[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -name '*~' -print0 \
             | LC_ALL=C sort -z | xargs -0 sha256sum
         echo "base $base_id"
+        # build_sidecar: the Asterisk image it is built FROM (a dynamically scoped local).
+        [ -z "${HASH_EXTRA:-}" ] || echo "$HASH_EXTRA"
     ) | sha256sum | cut -c1-12
 }
 
@@ -51,7 +54,7 @@ build() {
     log="$LOG_DIR/$name.log"
     say "building $repo:$tag (log: $log)"
     started=$(date +%s)
-    if ! docker build --build-arg "BASE=$BASE_IMAGE" -f "$dockerfile" -t "$repo:$tag" -t "$repo:latest" \
+    if ! docker build --build-arg "BASE=$BASE_IMAGE" ${EXTRA_BUILD_ARGS[@]+"${EXTRA_BUILD_ARGS[@]}"} -f "$dockerfile" -t "$repo:$tag" -t "$repo:latest" \
         "$context" 2>&1 | tee "$log" | grep --line-buffered -E '^Step [0-9]+/[0-9]+ : ' | sed -u 's/^/[images]   /' >&2; then
         :
     fi
@@ -80,17 +83,28 @@ build_reconciler() {
     build reconciler "$ROOT" "$ROOT/Dockerfile" Dockerfile .dockerignore pyproject.toml reconciler templates
 }
 
+# FROM this tree's Asterisk image (built first when missing): its tag is part of the sidecar's hash.
+build_sidecar() {
+    local asterisk_tag
+    asterisk_tag="$(inputs_hash asterisk)"
+    docker image inspect "asterisk-gitops/asterisk:$asterisk_tag" >/dev/null 2>&1 || build_asterisk
+    local HASH_EXTRA="asterisk $asterisk_tag"
+    local EXTRA_BUILD_ARGS=(--build-arg "ASTERISK_IMAGE=asterisk-gitops/asterisk:$asterisk_tag")
+    build sidecar "$ROOT" "$ROOT/Dockerfile.sidecar" Dockerfile.sidecar .dockerignore pyproject.toml reconciler templates
+}
+
 main() {
     "$ROOT/scripts/ensure-docker.sh"
     "$ROOT/scripts/ensure-base-image.sh"
     local targets=("$@")
-    [ "${#targets[@]}" -gt 0 ] || targets=(asterisk reconciler)
+    [ "${#targets[@]}" -gt 0 ] || targets=(asterisk reconciler sidecar)
     local t
     for t in "${targets[@]}"; do
         case "$t" in
             asterisk) build_asterisk ;;
             reconciler) build_reconciler ;;
-            *) say "unknown image '$t' (asterisk|reconciler)"; exit 2 ;;
+            sidecar) build_sidecar ;;
+            *) say "unknown image '$t' (asterisk|reconciler|sidecar)"; exit 2 ;;
         esac
     done
 }

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import posixpath
 import re
 import secrets as _random
 import shlex
-import tarfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from typing import Any
 
 from reconciler.asterisk import lease as lease_mod
 from reconciler.asterisk import store as store_mod
+from reconciler.asterisk.executor import CONTROL_SOCKET, DockerExecutor, Executor, kill_signal_codes
 from reconciler.asterisk.journal import (
     JOURNAL_PATH,
     LAST_GOOD,
@@ -83,9 +82,6 @@ INLINE_LIMIT_BYTES = 48 * 1024
 ARGV_LIMIT_BYTES = 128 * 1024
 SCRIPT_LIMIT_BYTES = 96 * 1024
 SCRIPT_FILE = "txn.sh"
-# Asterisk creates its control socket anew at every start, also after `core restart` (which keeps
-# PID 1): its modification time tells one Asterisk run from the next.
-CONTROL_SOCKET = "/var/run/asterisk/asterisk.ctl"
 FILE_OWNER = "asterisk:asterisk"
 FILE_MODE = "0640"  # managed files and state.json hold passwords: never world-readable
 STALE_TMP_MINUTES = 10  # temp dirs of a crashed apply older than this are removed by the next one
@@ -245,19 +241,16 @@ def _uploads(files: Mapping[str, FileSource], record: str | None, store_sql: str
     return out
 
 
-def _hint_for(container: str) -> str:
-    return f"start it with `make up` (or `docker start {container}`), then retry"
-
-
 def _free_space() -> str:
     """Shell expression: free space of the managed dir, for write errors."""
     return '$(df -Pk "$D" 2>/dev/null | awk \'NR==2 {print $4 " KiB free of " $2 " KiB"}\')'
 
 
 class AsteriskClient:
-    """The Asterisk in one Docker container, reached through the Docker SDK.
+    """One Asterisk, its scripts run by an executor (`reconciler.asterisk.executor`): `docker exec`
+    in its container (the default), or `sh -c` right here beside it (`LocalExecutor`, the sidecar).
 
-    `exec_count` counts `docker exec` calls and `transfer_count` file uploads, so callers can
+    `exec_count` counts script runs (`docker exec` calls) and `transfer_count` file uploads, so callers can
     report what an apply cost.
     """
 
@@ -267,88 +260,37 @@ class AsteriskClient:
         managed_dir: str = "/etc/asterisk/managed",
         log_path: str = "/var/log/asterisk/messages.log",
         docker_client: Any = None,
+        executor: Executor | None = None,
     ) -> None:
         self.container_name = container
         self.managed_dir = managed_dir.rstrip("/") or "/"
         self.log_path = log_path
         self.file_owner = FILE_OWNER
         self.control_socket = CONTROL_SOCKET
-        self._docker = docker_client
-        self._container: Any = None
-        self._started_at: str | None = None
+        self.executor: Executor = executor or DockerExecutor(container, docker_client)
         self.exec_count = 0
         self.transfer_count = 0
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _get_container(self) -> Any:
-        import docker
-        from docker.errors import DockerException, NotFound
+    @property
+    def label(self) -> str:
+        """How messages name this Asterisk (the container's name, or the local one)."""
+        return self.executor.label
 
-        try:
-            if self._docker is None:
-                self._docker = docker.from_env()
-            container = self._docker.containers.get(self.container_name)
-        except NotFound as exc:
-            raise AsteriskUnavailable(
-                f"the Asterisk container {self.container_name!r} does not exist",
-                "create and start it with `make up`, or pass --container NAME of the running one",
-            ) from exc
-        except DockerException as exc:
-            raise AsteriskUnavailable(
-                f"cannot reach the Docker engine: {exc}",
-                "start Docker (`systemctl start docker`, or `dockerd &`) and retry",
-            ) from exc
-        if container.status != "running":
-            raise AsteriskUnavailable(
-                f"the Asterisk container {self.container_name!r} is {container.status}, not running",
-                _hint_for(self.container_name),
-            )
-        self._container = container
-        self._started_at = (container.attrs.get("State") or {}).get("StartedAt")
-        return container
+    def start_hint(self) -> str:
+        return self.executor.start_hint()
 
-    def _container_or_fetch(self) -> Any:
-        return self._container if self._container is not None else self._get_container()
+    def logs_hint(self) -> str:
+        return self.executor.logs_hint()
 
     def _exec(self, script: str) -> tuple[int, str]:
-        from docker.errors import APIError, DockerException, NotFound
-
-        container = self._container_or_fetch()
-        try:
-            self.exec_count += 1
-            code, out = container.exec_run(["sh", "-c", script], stdout=True, stderr=True)
-        except (NotFound, APIError) as exc:
-            # The container stopped or vanished since we looked it up: look again next time.
-            self._container = None
-            raise AsteriskUnavailable(
-                f"cannot exec in the Asterisk container {self.container_name!r}: {exc}",
-                _hint_for(self.container_name),
-            ) from exc
-        except DockerException as exc:
-            self._container = None
-            raise AsteriskUnavailable(
-                f"cannot reach the Docker engine: {exc}", "start Docker and retry"
-            ) from exc
-        return code or 0, out.decode("utf-8", errors="replace") if out else ""
+        self.exec_count += 1
+        return self.executor.run(script)
 
     def _container_went_away(self) -> str | None:
-        """Why the container is not the one that ran the last exec (stopped, restarted), or None."""
-        from docker.errors import DockerException
-
-        try:
-            if self._docker is None:
-                return None
-            container = self._docker.containers.get(self.container_name)
-        except DockerException as exc:
-            return f"the container cannot be found any more ({exc})"
-        self._container = None  # look it up afresh next time
-        if container.status != "running":
-            return f"the container is {container.status}"
-        started = (container.attrs.get("State") or {}).get("StartedAt")
-        if self._started_at and started and started != self._started_at:
-            return f"the container was restarted (at {started})"
-        return None
+        """Why Asterisk is not the one that ran the last exec (stopped, restarted), or None."""
+        return self.executor.went_away()
 
     def run_steps(self, steps: Sequence[str], *, upload_to: str | None = None) -> ExecResult:
         """Run shell `steps` in ONE exec; return each step's combined stdout+stderr.
@@ -372,26 +314,25 @@ class AsteriskClient:
         if len(outputs) != len(steps):
             done = outputs if separator in text else []
             gone = self._container_went_away()
-            if gone is not None or code in (137, 143):
+            if gone is not None or code in kill_signal_codes():
                 raise AsteriskWentAway(
-                    f"Asterisk in {self.container_name!r} went away during a batch of commands "
+                    f"Asterisk in {self.label} went away during a batch of commands "
                     f"({gone or f'the exec was killed, exit {code}'}; "
                     f"{len(done)} of {len(steps)} steps done)",
-                    _hint_for(self.container_name),
+                    self.start_hint(),
                     done,
                 )
             raise AsteriskCommandFailed(
-                f"the batch in {self.container_name!r} stopped after {len(done)} of {len(steps)} steps "
+                f"the batch in {self.label} stopped after {len(done)} of {len(steps)} steps "
                 f"(exit {code}): {text[-500:]!r}",
-                "check the container (`docker logs`) and retry",
+                f"see {self.logs_hint()} and retry",
             )
         if any(UNREACHABLE_MARKER in out for out in outputs):
             done = outputs[: next(i for i, out in enumerate(outputs) if UNREACHABLE_MARKER in out)]
             raise AsteriskWentAway(
-                f"Asterisk in {self.container_name!r} is not answering on its control socket "
+                f"Asterisk in {self.label} is not answering on its control socket "
                 "(not running, or still booting)",
-                f"wait a few seconds and retry; if it persists, `docker logs {self.container_name}` "
-                f"shows why, and `docker restart {self.container_name}` restarts it",
+                f"wait a few seconds and retry; if it persists, {self.logs_hint()} shows why",
                 done,
             )
         return ExecResult(tuple(outputs), code)
@@ -471,7 +412,7 @@ class AsteriskClient:
             f"SEP_FILE={shlex.quote(file_sep)}; {self._read_files_step(_META_PATHS)}",
             marker_step,
             rx_command(DIALPLAN_QUERY),
-            f'date +%s; echo "{self._boot_id_expr()}"; cut -d" " -f22 /proc/1/stat 2>/dev/null',
+            f'date +%s; echo "{self._boot_id_expr()}"; echo "{self.executor.box_expr}"',
         ]
         steps.append(store_mod.digest_step(store_mod.READ_COMMAND))
         if resolve:
@@ -520,52 +461,11 @@ class AsteriskClient:
         return posixpath.join(self.managed_dir, TXN_DIR, f"{TMP_PREFIX}{_random.token_hex(6)}")
 
     def _upload(self, files: Mapping[str, str], tmp_dir: str) -> None:
-        """Upload `files` into `tmp_dir` (a new subdirectory of `<managed>/.gitops`) by put_archive.
-
-        A refused upload (e.g. the volume is full) raises `ManagedWriteFailed` with Docker's words.
-        """
-        from docker.errors import APIError, DockerException
-
-        rel = posixpath.relpath(tmp_dir, self.managed_dir)
-        buf = io.BytesIO()
-        now = time.time()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for directory in (TXN_DIR, rel):
-                info = tarfile.TarInfo(directory)
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o750, now
-                tar.addfile(info)
-            for name, text in sorted(files.items()):
-                data = text.encode("utf-8")
-                info = tarfile.TarInfo(f"{rel}/{name}")
-                info.size, info.mode, info.mtime = len(data), 0o640, now
-                tar.addfile(info, io.BytesIO(data))
-        container = self._container_or_fetch()
-        try:
-            self.transfer_count += 1
-            ok = container.put_archive(self.managed_dir, buf.getvalue())
-        except APIError as exc:
-            if self._container_went_away() is not None:
-                raise AsteriskUnavailable(
-                    f"cannot copy files into {self.container_name!r}:{self.managed_dir}: {exc}",
-                    _hint_for(self.container_name),
-                ) from exc
-            raise ManagedWriteFailed(
-                f"copying {', '.join(sorted(files))} into {self.container_name}:{self.managed_dir} failed: "
-                f"{getattr(exc, 'explanation', None) or exc}\n"
-                "Nothing was renamed or reloaded: Asterisk runs the previous config, and so will a restart.",
-                "free space in the managed volume (or fix its permissions), then apply again",
-            ) from exc
-        except DockerException as exc:
-            self._container = None
-            raise AsteriskUnavailable(
-                f"cannot copy files into {self.container_name!r}:{self.managed_dir}: {exc}",
-                _hint_for(self.container_name),
-            ) from exc
-        if not ok:
-            raise ManagedWriteFailed(
-                f"copying files into {self.container_name!r}:{self.managed_dir} failed",
-                "check that the managed directory exists in the container",
-            )
+        """Put `files` into `tmp_dir` (a new subdirectory of `<managed>/.gitops`), by the executor
+        (put_archive, or a direct write beside Asterisk). A refused write (e.g. the volume is full)
+        raises `ManagedWriteFailed` with the executor's words."""
+        self.transfer_count += 1
+        self.executor.upload(self.managed_dir, files, tmp_dir)
 
     def _stage_step(self, files: Mapping[str, FileSource], tmp: str, uploaded: Iterable[str]) -> str:
         """Shell: put every file of `files` into `tmp` and check it: the write's exit status, the
@@ -678,7 +578,8 @@ class AsteriskClient:
 
     def _prelude(self, holder: Holder, revision: str) -> str:
         return (
-            lease_mod.shell_functions(self.managed_dir, holder, revision) + f'\nBOOT="{self._boot_id_expr()}"'
+            lease_mod.shell_functions(self.managed_dir, holder, revision, box_expr=self.executor.box_expr)
+            + f'\nBOOT="{self._boot_id_expr()}"'
         )
 
     def transact(
@@ -904,7 +805,7 @@ class AsteriskClient:
         if outcome.lease.status != "ok":
             held = outcome.lease.lease.describe(outcome.lease.now) if outcome.lease.lease else None
             why = f"another apply holds the PBX's lock: {held}" if held else outcome.lease.error
-            raise LockBusy(f"not reloading {self.container_name!r}: {why}", "try again when it is done")
+            raise LockBusy(f"not reloading {self.label}: {why}", "try again when it is done")
         if outcome.stopped is not None or outcome.reload is None:
             raise AsteriskCommandFailed(
                 f"moving the new files into {self.managed_dir} failed: {outcome.detail}",
@@ -912,9 +813,9 @@ class AsteriskClient:
             )
         if restart and not outcome.reload.restarted:
             raise AsteriskUnavailable(
-                f"Asterisk in {self.container_name!r} did not restart within {restart_timeout_s:.0f} s "
+                f"Asterisk in {self.label} did not restart within {restart_timeout_s:.0f} s "
                 f"({outcome.restart})",
-                f"see `docker logs {self.container_name}`; calls in progress delay the restart",
+                f"see {self.logs_hint()}; calls in progress delay the restart",
             )
         return outcome.reload
 
@@ -1010,7 +911,7 @@ class AsteriskClient:
         out = self.run_steps([script]).outputs[0]
         if "booted" not in out:
             raise AsteriskUnavailable(
-                f"Asterisk in {self.container_name!r} did not finish booting within {timeout_s:.0f} s",
-                f"see `docker logs {self.container_name}`",
+                f"Asterisk in {self.label} did not finish booting within {timeout_s:.0f} s",
+                f"see {self.logs_hint()}",
             )
         return time.monotonic() - start

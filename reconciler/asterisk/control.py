@@ -4,7 +4,8 @@
 - `AmiChannel`: one kept AMI session (`reconciler.asterisk.ami`), ~0.1 ms a command. It imports
   no Docker: a reconciler beside Asterisk (same host or pod, AMI on loopback) needs no socket.
 - `ExecChannel`: `asterisk -rx` through the existing `AsteriskClient` (`docker exec`, 70-90 ms a
-  batch), for when AMI is not configured or not reachable.
+  batch; with the local executor of a sidecar, `sh -c` beside Asterisk over the shared control
+  socket, ~9 ms), for when AMI is not configured or not reachable.
 `open_control(settings, client)` prefers AMI and falls back to exec, saying why in `note`.
 
 Answers are the parsers' dataclasses (`reconciler.asterisk.parsers`), whichever channel gave
@@ -270,18 +271,31 @@ class ExecChannel:
 # --- choosing -----------------------------------------------------------------------------------
 
 
+AMI_SECRET_NAME = "RECONCILER_AMI_SECRET"  # also its name under Settings.secrets_dir (/run/secrets)
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def ami_secret(settings: Settings, client: Any = None) -> str | None:
-    """The AMI secret: RECONCILER_AMI_SECRET, else the secret file, else (with a Docker client)
-    read once from the container's generated file and cached for the process."""
+    """The AMI secret: RECONCILER_AMI_SECRET, else the secret file, else
+    `<secrets_dir>/RECONCILER_AMI_SECRET` (a Docker/Swarm secret), else read once through `client`
+    from Asterisk's generated file and cached for the process. A local client (the sidecar) reads
+    that file over the shared managed volume; it never asks Docker."""
     if settings.ami_secret:
         return settings.ami_secret
     if settings.ami_secret_file is not None:
-        try:
-            return Path(settings.ami_secret_file).read_text(encoding="utf-8").strip() or None
-        except OSError:
-            return None
-    if client is None:
-        return None
+        return _read_secret(Path(settings.ami_secret_file))
+    from_secrets = _read_secret(Path(settings.secrets_dir) / AMI_SECRET_NAME)
+    if from_secrets is not None or client is None:
+        return from_secrets
+    executor = getattr(client, "executor", None)
+    if getattr(executor, "kind", "docker") == "local":
+        return _read_secret(Path(settings.ami_container_secret_path))
     key = (getattr(client, "container_name", ""), settings.ami_container_secret_path)
     if key not in _SECRET_CACHE:
         try:
@@ -320,4 +334,7 @@ def open_control(settings: Settings, client: Any = None) -> ControlChannel:
             f"no control channel to Asterisk: {why}",
             "configure AMI (RECONCILER_AMI_PORT, RECONCILER_AMI_SECRET) or give the reconciler Docker access",
         )
-    return ExecChannel(client, f"using docker exec: {why}")
+    local = getattr(getattr(client, "executor", None), "kind", "docker") == "local"
+    return ExecChannel(
+        client, f"using {'asterisk -rx over the control socket' if local else 'docker exec'}: {why}"
+    )

@@ -9,7 +9,11 @@ it, that the lease is free, expired or already ours, before it writes, renames, 
 records anything. The time is the container's clock (`date +%s`), the one clock every holder shares.
 
 A container restart kills every exec running in it, so a lease taken in an earlier run of the
-container (`box`: the start time of its PID 1, which `core restart` keeps) is void at once.
+container (`box`: the start time of its PID 1, which `core restart` keeps) is void at once. A
+sidecar (`--control local`) runs its scripts in its own container, whose PID 1 is the sidecar's:
+its box is `local:<hostname>:<start time of the sidecar's PID 1>`, the run whose death kills its
+scripts. Boxes of different kinds (`box_kind`) say nothing about each other: a docker-exec holder
+and a sidecar see each other's lease as held until it expires.
 
 The lease file is `key=value` lines, written by the shell in the container (tmp + rename, so
 readers never see half of it):
@@ -20,7 +24,7 @@ readers never see half of it):
     doing=<what it does now, e.g. waiting for 1 call to end before restarting>
     since=<epoch>
     expires=<epoch>
-    box=<start time of the container's PID 1, in clock ticks>
+    box=<start time of the container's PID 1, in clock ticks; local:HOST:TICKS for a sidecar>
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ LEASE_TTL_S = 30
 # Waiting for flock(1) itself: only another exec's transaction step holds it, for at most a reload.
 FLOCK_WAIT_S = 20
 DEFAULT_LOCK_WAIT_S = 60.0
+
+# The `box` of whoever runs the exec (see above): a shell expression evaluated where it runs.
+_PID1_START = "$(cut -d' ' -f22 /proc/1/stat 2>/dev/null)"
+CONTAINER_BOX = _PID1_START
+LOCAL_BOX = f"local:$(cat /proc/sys/kernel/hostname 2>/dev/null):{_PID1_START}"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._:@()/+,=#-]")
 _TOKEN = re.compile(r"^[0-9a-f]{16}$")
@@ -73,6 +82,11 @@ class Holder:
         return cls(secrets.token_hex(8), _clean(who))
 
 
+def box_kind(box: str) -> str:
+    """`container` for a bare PID-1 start time, else the prefix before the first ':'."""
+    return box.partition(":")[0] if ":" in box else "container"
+
+
 @dataclass(frozen=True)
 class Lease:
     """A lease as read from the PBX's lease file."""
@@ -91,7 +105,9 @@ class Lease:
     def void(self, now: int | None, box: str | None) -> bool:
         """Whether nobody can be holding this lease any more: it expired, or it was taken in an
         earlier run of the container (a container restart kills every exec in it)."""
-        return (now is not None and self.expired(now)) or bool(box and self.box and box != self.box)
+        return (now is not None and self.expired(now)) or bool(
+            box and self.box and box != self.box and box_kind(box) == box_kind(self.box)
+        )
 
     def describe(self, now: int | None = None) -> str:
         """`who`, since when, doing what (and when it expires, given the container's `now`)."""
@@ -152,7 +168,9 @@ def parse_lease_answer(output: str) -> LeaseAnswer:
     return LeaseAnswer("error", now=now, error=output.strip()[-300:] or "no answer")
 
 
-def shell_functions(managed_dir: str, holder: Holder, revision: str, ttl_s: int = LEASE_TTL_S) -> str:
+def shell_functions(
+    managed_dir: str, holder: Holder, revision: str, ttl_s: int = LEASE_TTL_S, box_expr: str = CONTAINER_BOX
+) -> str:
     """Shell variables and functions the lease and journal steps of one exec use.
 
     `lease_write DOING` (re)writes our lease with a fresh expiry; `STOP` is set by the first step
@@ -163,7 +181,8 @@ def shell_functions(managed_dir: str, holder: Holder, revision: str, ttl_s: int 
         [
             f"D={d}; G={d}/{TXN_DIR}; ME={shlex.quote(holder.token)}; STOP=",
             f"WHO={shlex.quote(_clean(holder.who))}; REV={shlex.quote(_clean(revision))}; TTL={int(ttl_s)}",
-            "SINCE=$(date +%s); BOX=$(cut -d' ' -f22 /proc/1/stat 2>/dev/null)",
+            f'SINCE=$(date +%s); BOX="{box_expr}"',
+            'box_kind() { case "$1" in *:*) printf %s "${1%%:*}" ;; *) printf container ;; esac; }',
             "lease_write() {",
             "  LERR=$( { printf 'holder=%s\\nwho=%s\\nrevision=%s\\ndoing=%s\\n"
             "since=%s\\nexpires=%s\\nbox=%s\\n' "
@@ -189,7 +208,8 @@ def lease_step(mode: LeaseMode, doing: str, flock_wait_s: float = FLOCK_WAIT_S) 
     others = (
         '[ -n "$LH" ] && [ "$LH" != "$ME" ]'
         if mode == "fence"
-        else '[ -n "$LH" ] && [ "$LH" != "$ME" ] && [ "${LE:-0}" -gt "$NOW" ] && [ "${LB:-$BOX}" = "$BOX" ]'
+        else '[ -n "$LH" ] && [ "$LH" != "$ME" ] && [ "${LE:-0}" -gt "$NOW" ] && '
+        '{ [ "${LB:-$BOX}" = "$BOX" ] || [ "$(box_kind "$LB")" != "$(box_kind "$BOX")" ]; }'
     )
     lost = "lease-lost" if mode == "fence" else "lease-busy"
     missing = ' || [ -z "$LH" ]' if mode == "fence" else ""

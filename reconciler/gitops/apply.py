@@ -354,7 +354,7 @@ class _Apply:
             message += (
                 f"\nRESTORING {what.upper()} FAILED; the journal is kept and the next apply settles it."
             )
-            hint = "check the container now (`reconciler status`, `docker logs`); then apply again"
+            hint = f"check it now (`reconciler status`, {self.client.logs_hint()}); then apply again"
         if restore_problems:
             message += "\nWhile restoring:" + "".join(f"\n  {p}" for p in restore_problems)
         message = plan_mod.mask(message, self.rendered.secret_values)
@@ -379,7 +379,7 @@ class _Apply:
             f"the new {', '.join(names) or 'files'} {state}, not verified (the journal "
             f"{JOURNAL_PATH} in the managed volume records it). The next apply, or the watch loop, "
             "verifies what is on disk before recording it, or puts the last verified copy back.",
-            f"start Asterisk again (`docker start {self.client.container_name}`), then run the apply again",
+            f"{self.client.start_hint().removesuffix(', then retry')}, then run the apply again",
         )
 
     # -- the attempt ----------------------------------------------------------------------------
@@ -629,11 +629,11 @@ class _Apply:
             return False, pending, checks, []
         if not out.restart.startswith("restarted") or out.reload is None:
             raise AsteriskUnavailable(
-                f"Asterisk in {self.client.container_name!r} did not come back after the restart for "
+                f"Asterisk in {self.client.label} did not come back after the restart for "
                 f"revision {rev12(self.revision)} ({out.restart or out.detail}): the new files are on disk, "
                 f"not verified (the journal {JOURNAL_PATH} records it); the next apply verifies them or "
                 "puts the last verified copy back",
-                f"see `docker logs {self.client.container_name}`; then apply again",
+                f"see {self.client.logs_hint()}; then apply again",
             )
         problems, after, issues = self._judge(exp, queries, out, on_disk)
         if problems or not all(c.ok for c in after):
@@ -777,7 +777,7 @@ def apply_desired(
             who = retry.lease.describe(retry.now) if retry.lease is not None else None
             if left <= 0:
                 raise LockBusy(
-                    f"another apply holds the lock of the PBX in {client.container_name!r}: "
+                    f"another apply holds the lock of the PBX in {client.label}: "
                     f"{who or retry.why}; waited {waited:.0f} s",
                     "try again when it is done (`reconciler status` shows it), or wait longer with "
                     f"--lock-wait SECONDS; a holder that crashed loses the lock within {LEASE_TTL_S} s",

@@ -42,6 +42,7 @@ from reconciler.gitops.apply import (
 )
 from reconciler.gitops.health import Health, HealthPolicy, LoopProbe, ThreadProbe, assess
 from reconciler.gitops.history import History, LoopState, Record, Result
+from reconciler.gitops.rollout import WAITING_POLL_S, Rollout, RolloutTracker
 from reconciler.gitops.sources import Snapshot, Source
 from reconciler.markers import rev12
 from reconciler.settings import Settings
@@ -74,6 +75,7 @@ class Outcome:
     temporary: bool = False
     stage: str = ""
     record: bool = True
+    waiting: bool = False  # held by the rollout gate: ask again soon (rollout.WAITING_POLL_S)
 
 
 class TriggerQueue:
@@ -170,8 +172,10 @@ class Reconciler:
         client: AsteriskClient,
         options: WatchOptions,
         apply_options: ApplyOptions | None = None,
+        rollout: RolloutTracker | None = None,
     ) -> None:
         self.settings = settings
+        self.rollout = rollout  # a fleet site: the gate before a new revision, and its record
         self.source = source
         self.client = client
         self.options = options
@@ -229,6 +233,8 @@ class Reconciler:
                 s.head_revision, s.head_subject = snap.revision, snap.subject
 
             state = history.update_state(self.settings, new_head)
+        if self.rollout is not None:
+            self.rollout.seen(snap.revision)
 
         # A restart of the reconciler is a retry too: its secrets or settings may have been fixed.
         if state.retry_requested or ("startup" in attempt.trigger and snap.revision in state.failed):
@@ -239,10 +245,13 @@ class Reconciler:
 
             state = history.update_state(self.settings, forget_failure)
 
+        held: Rollout | None = None
         if snap.revision != state.last_applied_revision and snap.revision not in state.failed:
             # A new head: the apply pipeline reads the live state itself and does nothing when
             # it is already live, so reading it here too would only cost another docker exec.
-            return self._apply(attempt, snap, result="applied")
+            held = self._gate(attempt, snap.revision)
+            if held is None:
+                return self._apply(attempt, snap, result="applied")
 
         attempt.stage = "live"
         # ONE exec: the managed files, state.json, the revision markers Asterisk has live and the
@@ -273,14 +282,28 @@ class Reconciler:
             return self._drift(attempt, snap, observed)
 
         failed = state.failed.get(snap.revision)
-        if failed is not None:
-            # The head is known bad: keep the last good revision healthy, say why nothing moves.
+        if failed is None and held is None:
+            held = self._gate(attempt, snap.revision)
+        if failed is not None or held is not None:
+            # The head is known bad, or the rollout holds it: keep the last good revision healthy
+            # (never gated), say why nothing moves.
             if live_revision is not None:
                 live_snap = self._snapshot_of(live_revision)
                 if live_snap is not None:
                     healed = self._drift(attempt, live_snap, observed)
                     if healed.result != "unchanged":
-                        return healed
+                        return replace(healed, waiting=held is not None)
+            if held is not None:
+                return Outcome(
+                    result="skipped",
+                    revision=snap.revision,
+                    subject=snap.subject,
+                    reason=f"rollout {held.state}: {held.reason}",
+                    stage="rollout",
+                    record=False,
+                    waiting=True,
+                )
+            assert failed is not None
             return Outcome(
                 result="skipped",
                 revision=snap.revision,
@@ -292,6 +315,14 @@ class Reconciler:
             )
 
         return self._apply(attempt, snap, result="applied")
+
+    def _gate(self, attempt: _Attempt, revision: str) -> Rollout | None:
+        """None: this site may apply `revision` now; else the rollout verdict that holds it."""
+        if self.rollout is None:
+            return None
+        attempt.stage = "rollout"
+        verdict = self.rollout.check(revision)
+        return None if verdict.proceed else verdict
 
     def _drift(self, attempt: _Attempt, snap: Snapshot, observed: _Observed) -> Outcome:
         """The revision of `snap` should be live: check files and markers, re-apply if they differ."""
@@ -431,6 +462,9 @@ class Reconciler:
     def _finalize(self, attempt: _Attempt, outcome: Outcome, started_at: str, duration: float) -> Outcome:
         """Write the history record and the one log line: the only place status is written."""
         outcome = replace(outcome, reason=outcome.reason and plan.mask(outcome.reason, attempt.secrets))
+        if self.rollout is not None and not outcome.waiting:
+            # A heal of the live revision while the head is held says nothing about the head.
+            self.rollout.outcome(outcome.result, outcome.revision, outcome.temporary)
         if outcome.record:
             try:
                 self.history.append(
@@ -561,6 +595,7 @@ class WatchLoop:
         self._threads: dict[str, threading.Thread] = {}
         self._failures = 0  # consecutive temporary failures, for the backoff
         self._backoff: threading.Timer | None = None
+        self._rollout_timer: threading.Timer | None = None
         self.reconciles = 0
         self.last_outcome: Outcome | None = None
         self.busy = threading.Event()
@@ -592,8 +627,9 @@ class WatchLoop:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking triggers and wait for a running reconcile to finish."""
         self._stop.set()
-        if self._backoff is not None:
-            self._backoff.cancel()
+        for timer in (self._backoff, self._rollout_timer):
+            if timer is not None:
+                timer.cancel()
         self.queue.close()
         for thread in self._threads.values():
             thread.join(timeout=timeout)
@@ -681,6 +717,13 @@ class WatchLoop:
             self._after(outcome)
 
     def _after(self, outcome: Outcome) -> None:
+        if outcome.waiting:
+            # Held by the rollout gate: ask the predecessor again soon, not at the next poll.
+            if self._rollout_timer is not None:
+                self._rollout_timer.cancel()
+            self._rollout_timer = threading.Timer(WAITING_POLL_S, self.trigger, ("rollout",))
+            self._rollout_timer.daemon = True
+            self._rollout_timer.start()
         if not outcome.temporary:
             self._failures = 0
             if self._backoff is not None:  # recovered: a pending retry would be a wasted reconcile

@@ -28,6 +28,7 @@ from reconciler.asterisk.client import (
     TxnOutcome,
     sha256_text,
 )
+from reconciler.asterisk.executor import DockerExecutor
 from reconciler.asterisk.journal import new_journal
 from reconciler.asterisk.lease import Holder, parse_lease
 from reconciler.desired.model import DesiredState
@@ -61,13 +62,15 @@ class LocalShell(AsteriskClient):
     uploads land in the local managed dir. `scripts` holds every exec's argv script."""
 
     def __init__(self, root: Path, path: str | None = None) -> None:
-        super().__init__("local", managed_dir=str(root / "managed"))
+        self.volume = LocalVolume(root)
+        executor = DockerExecutor("local")
+        executor._container = self.volume  # its put_archive lands in the local managed dir
+        super().__init__("local", managed_dir=str(root / "managed"), executor=executor)
         (root / "managed").mkdir()
         self.file_owner = f"{os.getuid()}:{os.getgid()}"
         self.control_socket = str(root / "asterisk.ctl")
         Path(self.control_socket).touch()
         self.env = {**os.environ, "PATH": path or os.environ["PATH"]}
-        self.volume = LocalVolume(root)
         self.scripts: list[str] = []
 
     def _exec(self, script: str) -> tuple[int, str]:
@@ -75,9 +78,6 @@ class LocalShell(AsteriskClient):
         self.scripts.append(script)
         done = subprocess.run(["sh", "-c", script], capture_output=True, env=self.env, check=False)
         return done.returncode, (done.stdout + done.stderr).decode()
-
-    def _container_or_fetch(self) -> Any:
-        return self.volume
 
     def _container_went_away(self) -> str | None:
         return None
