@@ -74,8 +74,18 @@ say "7/9 stack $STACK"
 cp "$tags_file" "$work_dir/images.env"
 rc_with "$work_dir" fleet render-swarm --fleet /fleet --out /work/stack.yml --node "$node" \
     --images-from /work/images.env --host-dir "$FLEET_DIR"
-cp "$work_dir/stack.yml" "$FLEET_DIR/.secrets/stack.yml"
-docker stack deploy --prune --resolve-image never -c "$work_dir/stack.yml" "$STACK" 2>&1 | sed 's/^/[fleet-up]     /' >&2
+# The same stack file as the last deploy, with all its services there: deploying it again would
+# replace no task but still record an update of every service, so it is not redeployed.
+deployed="$FLEET_DIR/.secrets/stack-$STACK.yml"
+wanted_services="$(grep -cE '^  [a-z][a-z0-9-]*-(asterisk|reconciler|carrier):$' "$work_dir/stack.yml" || true)"
+running_services="$(docker service ls -q --filter "label=com.docker.stack.namespace=$STACK" | wc -l)"
+if cmp -s "$work_dir/stack.yml" "$deployed" && [ "$wanted_services" = "$running_services" ]; then
+    say "    stack $STACK is deployed as rendered: nothing to update"
+else
+    docker stack deploy --prune --resolve-image never -c "$work_dir/stack.yml" "$STACK" 2>&1 \
+        | grep -v -e 'detach=false' -e 'will become the default' | sed 's/^/[fleet-up]     /' >&2
+    cp "$work_dir/stack.yml" "$deployed"
+fi
 
 say "8/9 waiting for every service (1/1) and every site live on the desired revision (at most ${FLEET_TIMEOUT}s)"
 wait_services "$STACK" "$FLEET_TIMEOUT"
