@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,9 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reconciler.asterisk.executor import CONTROL_ENV, CONTROL_MODES, DEFAULT_CONTROL, ControlMode
 from reconciler.commands.apply import lock_wait_option, restart_option, restart_policy, restart_wait_option
 from reconciler.errors import ReconcilerError
 from reconciler.gitops import history
+from reconciler.observe.healthcheck import DEFAULT_HTTP, HTTP_ADDRESS_FILE
 from reconciler.settings import Settings
 
 DEFAULT_SECRET_ENV = "RECONCILER_WEBHOOK_SECRET"
@@ -49,8 +52,25 @@ def watch(
     ),
     container: str | None = typer.Option(None, "--container", help="Asterisk container name."),
     interval: float = typer.Option(30.0, "--interval", min=1.0, help="Seconds between polls (jittered)."),
-    http: str = typer.Option(
-        "127.0.0.1:8088", "--http", help="HOST:PORT for the webhook, status and metrics ('off' disables)."
+    http: str | None = typer.Option(
+        None,
+        "--http",
+        envvar="RECONCILER_HTTP",
+        help="HOST:PORT for the webhook, status and metrics ('off' disables; default: the site's "
+        f"`http` of fleet.yaml with --site, else {DEFAULT_HTTP}).",
+    ),
+    site: str | None = typer.Option(
+        None,
+        "--site",
+        envvar="RECONCILER_SITE",
+        help="The fleet site to keep live: --dir / --path is then a fleet directory (fleet.yaml).",
+    ),
+    control: str = typer.Option(
+        DEFAULT_CONTROL,
+        "--control",
+        envvar=CONTROL_ENV,
+        help="docker: run the apply's steps by `docker exec` in --container; local: run them here, "
+        "beside Asterisk (the sidecar: shared volumes, no Docker socket).",
     ),
     drift: str = typer.Option("fix", "--drift", help="fix: restore hand edits; warn: only report them."),
     env_file: Path | None = typer.Option(None, "--env-file", help="KEY=VALUE file with the secrets."),
@@ -75,11 +95,14 @@ def watch(
     """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
     from reconciler.asterisk.client import AsteriskClient
     from reconciler.asterisk.control import open_control
+    from reconciler.asterisk.executor import make_executor
     from reconciler.desired import secrets
     from reconciler.gitops.apply import ApplyOptions
     from reconciler.gitops.health import HealthPolicy
     from reconciler.gitops.loop import Reconciler, WatchLoop, WatchOptions
+    from reconciler.gitops.rollout import RolloutTracker
     from reconciler.gitops.sources import DirectorySource, GitSource, Source
+    from reconciler.observe.fleet import gather_fleet, peers_of
     from reconciler.observe.server import (
         ServerContext,
         ServerLimits,
@@ -92,6 +115,11 @@ def watch(
         raise ReconcilerError(
             "give exactly one of --repo and --dir", "e.g. --repo ../pbx-config.git or --dir desired"
         )
+    if control not in CONTROL_MODES:
+        raise ReconcilerError(
+            f"--control {control!r} is not {' or '.join(CONTROL_MODES)}",
+            "use --control docker (default; needs the Docker socket) or --control local (the sidecar)",
+        )
     if drift not in ("fix", "warn"):
         raise ReconcilerError(
             f"--drift {drift!r} is not fix or warn", "use --drift fix (default) or --drift warn"
@@ -102,6 +130,7 @@ def watch(
     if directory is not None:
         # `status` (and /api/status) compare this directory's revision with the live one.
         settings = replace(settings, desired_dir=directory)
+    settings = replace(settings, site=site)
     # Everything this process creates (history, the git cache, snapshots, temp files) is owner-only;
     # what an older version or a person left readable in the state directory is tightened, once.
     os.umask(history.PRIVATE_UMASK)
@@ -118,12 +147,38 @@ def watch(
     else:
         assert directory is not None
         source = DirectorySource(directory, cache_dir=Path(settings.state_dir) / "dir")
-    client = AsteriskClient(
-        settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
-    )
+    mode: ControlMode = "local" if control == "local" else "docker"
+
+    def new_client() -> AsteriskClient:
+        # --control local: no Docker import, the scripts run beside Asterisk (reconciler.asterisk.executor).
+        executor = make_executor(mode, settings.container, log_path=settings.asterisk_log)
+        return AsteriskClient(
+            settings.container,
+            managed_dir=settings.managed_dir,
+            log_path=settings.asterisk_log,
+            executor=executor,
+        )
+
+    client = new_client()
+    rollout = None
+    fleet_view = None
+    if site is not None:
+        fleet = _site_fleet(source, directory, site)
+        me = fleet.site(site)
+        if env_file is None and "RECONCILER_ENV_FILE" not in os.environ and directory is not None:
+            settings = replace(settings, env_file=me.env_file)  # the site's own secrets file
+        before = fleet.predecessor(site)
+        rollout = RolloutTracker(settings, site, (before.name, before.status_url) if before else None)
+        http = http or me.http
+        peers, order, fleet_name = peers_of(fleet), list(fleet.rollout), fleet.name
+
+        def fleet_view() -> dict[str, Any]:
+            return gather_fleet(fleet_name, order, peers)
+
+    http = http or DEFAULT_HTTP
     options = WatchOptions(interval_s=interval, drift=drift)  # type: ignore[arg-type]
     apply_options = ApplyOptions(restart_policy(restart), restart_wait, lock_wait)
-    reconciler = Reconciler(settings, source, client, options, apply_options)
+    reconciler = Reconciler(settings, source, client, options, apply_options, rollout=rollout)
     # A reconcile may legitimately wait for the PBX's lock and then for calls to end before a restart.
     policy = HealthPolicy(slow_floor_s=max(stuck_after, lock_wait + restart_wait + 60))
     loop = WatchLoop(settings, reconciler.reconcile, options, health_policy=policy)
@@ -147,9 +202,7 @@ def watch(
                 "last_result": last.result if last else None,
             }
 
-        status_client = AsteriskClient(
-            settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
-        )
+        status_client = new_client()
         context = ServerContext(
             settings=settings,
             trigger=loop.trigger,
@@ -166,20 +219,28 @@ def watch(
             # REGISTERs go unanswered for a while after "fully booted").
             sip_probe=sip_probe_from(settings),
             open_channel=lambda: open_control(settings, status_client),
+            fleet_info=rollout.fleet_json if rollout is not None else None,
+            fleet_view=fleet_view,
         )
         server = make_server(http, context, ServerLimits(max_connections=http_max_connections))
         host, port = server.server_address[:2]
         log.info("listening on http://%s:%s (webhook POST /hooks/git)", host, port)
+        # The sidecar image's health check reads it (reconciler.observe.healthcheck).
+        shown = host.decode() if isinstance(host, bytes) else str(host)
+        shown = "127.0.0.1" if shown in ("0.0.0.0", "") else shown
+        with contextlib.suppress(OSError):
+            (Path(settings.state_dir) / HTTP_ADDRESS_FILE).write_text(f"{shown}:{port}\n", encoding="utf-8")
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info(
-        "watching %s every %.0f s (drift=%s) into container %s",
+        "watching %s every %.0f s (drift=%s)%s into %s",
         source.describe(),
         interval,
         drift,
-        settings.container,
+        f" as site {site}" if site else "",
+        client.label if mode == "local" else f"container {settings.container}",
     )
     loop.start()
     if server is not None:
@@ -195,6 +256,26 @@ def watch(
             server.server_close()
         source.close()
         loop.stop()
+
+
+def _site_fleet(source: Any, directory: Path | None, site: str) -> Any:
+    """The fleet of `watch --site`: fleet.yaml of --dir, or of the source's first snapshot (--repo).
+    Its sites, ports and rollout order are read once: restart the reconciler after changing them."""
+    from reconciler.desired.fleet import is_fleet_dir, load_fleet
+
+    where = directory if directory is not None else source.snapshot().path
+    if not is_fleet_dir(where):
+        raise ReconcilerError(
+            f"--site {site}: {directory if directory is not None else source.describe()} has no fleet.yaml",
+            "pass the fleet directory (--dir FLEETDIR, or --repo URL --path FLEETPATH), or drop --site",
+        )
+    fleet = load_fleet(where)
+    if site not in fleet.names:
+        raise ReconcilerError(
+            f"--site {site}: no such site in fleet {fleet.name} (sites: {', '.join(fleet.names)})",
+            "pass one of the sites of fleet.yaml",
+        )
+    return fleet
 
 
 def history_cmd(

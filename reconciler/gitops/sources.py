@@ -23,10 +23,12 @@ import git
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from reconciler.desired.fleet import fleet_entries, is_fleet_dir
 from reconciler.desired.load import (
     DANGLING_LINK,
     LEAVES_DIRECTORY,
     NOT_REGULAR,
+    DesiredEntry,
     desired_entries,
     is_desired_name,
     write_refused,
@@ -292,7 +294,9 @@ class _Debounced(FileSystemEventHandler):
 
 
 class DirectorySource:
-    """A local directory of desired files; `watch()` reports edits (debounced) to a callback."""
+    """A local directory of desired files, or a fleet directory (fleet.yaml, bases/, sites/: the
+    snapshot holds the whole tree); `watch()` reports edits anywhere below it (recursively,
+    debounced) to a callback."""
 
     def __init__(self, directory: Path, *, cache_dir: Path, quiet_s: float = 0.5) -> None:
         self.directory = Path(directory)
@@ -337,18 +341,28 @@ class DirectorySource:
             else None
         )
 
+    def _entries(self) -> list[tuple[str, DesiredEntry]]:
+        """(relative path, entry) of every file the snapshot holds: the desired files of a plain
+        directory, or every file of a fleet (fleet.yaml, bases, sites)."""
+        if is_fleet_dir(self.directory):
+            return fleet_entries(self.directory)
+        return [(entry.name, entry) for entry in desired_entries(self.directory)]
+
     def _copy(self, revision: str) -> Snapshot:
         snapshots = self.cache_dir / "snapshots"
         snapshots.mkdir(parents=True, exist_ok=True)
         target = snapshots / _safe_name(revision)
         tmp = Path(tempfile.mkdtemp(dir=snapshots, prefix=".copy-"))
         try:
-            # The same entries, and the same refusals, as `load_desired` on the directory itself.
-            for entry in desired_entries(self.directory):
+            # The same entries, and the same refusals, as `load_desired` on the directory itself
+            # (for a fleet: every file `fleet_entries` lists, at its relative path).
+            for name, entry in self._entries():
+                target_path = tmp / name
+                target_path.parent.mkdir(parents=True, exist_ok=True)
                 if entry.refused is not None:
-                    write_refused(tmp / entry.name, entry.refused)
+                    write_refused(target_path, entry.refused)
                 else:
-                    shutil.copyfile(entry.path, tmp / entry.name)  # follows a link inside the dir
+                    shutil.copyfile(entry.path, target_path)  # follows a link inside the dir
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

@@ -125,6 +125,10 @@ class ServerContext:
     # Opens the kept control channel (AMI) for /api/status and /metrics; None: every status is one
     # exec. An AMI session is kept across requests and opened again once it fell back to exec.
     open_channel: Callable[[], Any] | None = None
+    # `watch --site`: the `fleet` key of /api/status (RolloutTracker.fleet_json), and the whole
+    # fleet's view for /fleet and /api/fleet (observe.fleet.gather_fleet on the peers).
+    fleet_info: Callable[[], dict[str, Any]] | None = None
+    fleet_view: Callable[[], dict[str, Any]] | None = None
     _channel: Any = field(default=None, init=False, repr=False)
     _channel_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -359,6 +363,8 @@ class Handler(BaseHTTPRequestHandler):
             "/api/status": self._status,
             "/metrics": self._metrics,
             "/": self._dashboard,
+            "/fleet": self._fleet_page,
+            "/api/fleet": self._fleet_json,
         }.get(path)
         if route is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
@@ -391,6 +397,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.context.client,
                 head_from_loop=self.context.head_from_loop,
                 channel=self.context.channel(),
+                fleet=self.context.fleet_info,
             )
         except ReconcilerError as exc:
             return {"error": exc.message}
@@ -413,6 +420,19 @@ class Handler(BaseHTTPRequestHandler):
         totals = LoopState.load(self.context.settings).totals
         text = metrics.render_metrics(collected, records, totals=totals)
         self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4")
+
+    def _fleet_json(self) -> None:
+        if self.context.fleet_view is None:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not a fleet site (watch --site)"})
+            return
+        self._json(HTTPStatus.OK, self.context.fleet_view())
+
+    def _fleet_page(self) -> None:
+        web = _optional("web")
+        if self.context.fleet_view is None or web is None or not hasattr(web, "fleet_html"):
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not a fleet site (watch --site)"})
+            return
+        self._send(HTTPStatus.OK, web.fleet_html(), "text/html; charset=utf-8")
 
     def _dashboard(self) -> None:
         web = _optional("web")

@@ -19,7 +19,7 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,9 +79,10 @@ def _desired(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
     except (OSError, ReconcilerError) as exc:
         info["error"] = str(exc)
     try:
-        from reconciler.desired.load import load_desired
+        from reconciler.desired.fleet import load_tree
 
-        state = load_desired(desired_dir).state
+        # A fleet directory (watch --site): the site's merged state, not the dir as a plain one.
+        state = load_tree(desired_dir, settings.site).state
     except ReconcilerError as exc:
         info["error"] = exc.message.splitlines()[0]
     except OSError as exc:
@@ -114,9 +115,9 @@ def _desired_from_loop(
     kept = last_good_dir(settings)
     if kept.is_dir():
         try:
-            from reconciler.desired.load import load_desired
+            from reconciler.desired.fleet import load_tree
 
-            model = load_desired(kept).state
+            model = load_tree(kept, settings.site).state
         except (OSError, ReconcilerError):  # being replaced by the loop right now: names only
             model = None
     return info, model
@@ -474,12 +475,14 @@ def collect_status(
     *,
     head_from_loop: bool = False,
     channel: ControlChannel | None = None,
+    fleet: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything `status`, `/api/status`, the dashboard and `/metrics` show, as a JSON-able dict.
 
     `head_from_loop`: the desired head is the one the watch loop fetched (`watch --repo`), not
     `settings.desired_dir`. `channel`: a kept ControlChannel (AMI) to ask Asterisk through; without
-    one, everything goes through `client`'s exec.
+    one, everything goes through `client`'s exec. `fleet`: a site's rollout facts (watch --site),
+    the `fleet` key (docs/fleet.md).
     """
     now = _now()
     records = History(settings).records(HISTORY_SHOWN)
@@ -491,6 +494,7 @@ def collect_status(
     status: dict[str, Any] = {
         "generated_at": _iso(now),
         "container": getattr(client, "container_name", settings.container),
+        "control": getattr(getattr(client, "executor", None), "kind", "docker"),
         "asterisk": {"reachable": False, "uptime_s": None, "error": None, "hint": None},
         "live": None,
         "desired": desired_info,
@@ -554,5 +558,7 @@ def collect_status(
             and desired_info.get("revision")
             and desired_info["revision"] != live_rev
         )
+    if fleet is not None:
+        status["fleet"] = fleet()
     status["summary"] = summarize(status)
     return status
