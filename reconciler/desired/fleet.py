@@ -82,7 +82,7 @@ def is_fleet_dir(path: Path) -> bool:
 def _site_name(value: str) -> str:
     if not _SITE_NAME.fullmatch(value):
         raise ValueError(
-            f"{value[:40]!r} must be lower case letters, digits and -, starting with a letter, ≤ 20"
+            f"{value[:40]!r} must be lower case letters, digits and -, starting with a letter, at most 20"
         )
     return value
 
