@@ -100,6 +100,10 @@ while read -r site _sip _http carrier_port; do
     [ -n "$cid" ] || die "no running container of service ${STACK}_$site-carrier"
     rc carrier apply --fleet /fleet --site "$site" --container "$cid" \
         || die "the sandbox carrier of $site could not be configured (see above)"
+    # The site's sidecar may have applied (and its trunk tried to register) before its carrier
+    # had an account: a REGISTER refused then is not retried soon, so send one now.
+    pbx="$(task_container "$STACK" "$site-asterisk")"
+    [ -z "$pbx" ] || docker exec "$pbx" asterisk -rx "pjsip send register *all" >/dev/null 2>&1 || true
 done < <(rc fleet sites --fleet /fleet)
 rc fleet wait --fleet /fleet --registered --timeout 60 \
     || say "a trunk is not registered yet; the status below says why"
