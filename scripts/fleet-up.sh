@@ -94,7 +94,7 @@ left=$((FLEET_TIMEOUT - ($(date +%s) - STARTED)))
 rc fleet wait --fleet /fleet --timeout "$left" || die "the sites did not come up (see above)"
 
 say "9/9 sandbox carriers"
-while read -r site _sip _http carrier_port; do
+while read -r site _sip _http carrier_port <&3; do
     [ "$carrier_port" != - ] || continue
     cid="$(task_container "$STACK" "$site-carrier")"
     [ -n "$cid" ] || die "no running container of service ${STACK}_$site-carrier"
@@ -104,12 +104,12 @@ while read -r site _sip _http carrier_port; do
     # had an account: a REGISTER refused then is not retried soon, so send one now.
     pbx="$(task_container "$STACK" "$site-asterisk")"
     [ -z "$pbx" ] || docker exec "$pbx" asterisk -rx "pjsip send register *all" >/dev/null 2>&1 || true
-done < <(rc fleet sites --fleet /fleet)
+done 3< <(rc fleet sites --fleet /fleet)
 rc fleet wait --fleet /fleet --registered --timeout 60 \
     || say "a trunk is not registered yet; the status below says why"
 
 echo
-while read -r site sip http carrier_port; do
+while read -r site sip http carrier_port <&3; do
     echo "=== site $site: SIP 127.0.0.1:$sip (UDP/TCP), reconciler http://$http/ ==="
     if [ "$SHOW_PASSWORDS" = 1 ]; then
         rc softphones --fleet /fleet --site "$site" --show-passwords || true
@@ -120,6 +120,6 @@ while read -r site sip http carrier_port; do
         echo "  sandbox carrier: 127.0.0.1:$carrier_port/udp (service ${STACK}_$site-carrier)"
     fi
     echo
-done < <(rc fleet sites --fleet /fleet)
+done 3< <(rc fleet sites --fleet /fleet)
 rc fleet status --fleet /fleet || true
 say "fleet $STACK up in $(($(date +%s) - STARTED))s. Status: reconciler fleet status --fleet $FLEET_DIR   Stop: make fleet-down FLEET=$FLEET"
