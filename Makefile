@@ -6,11 +6,14 @@
 #   make test               lint + unit + integration tests (real Asterisk, real SIPp)
 #   make lint               ruff check + ruff format --check + mypy + import-linter (the layers)
 #   make image              build the images (cached by content hash)
+#   make fleet-up [FLEET=dir]   a fleet (docs/fleet.md) as a Docker Swarm stack (default examples/fleet)
+#   make fleet-down [FLEET=dir] remove it (volumes kept unless PURGE=1; leaves a swarm fleet-up made)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
 DESIRED ?= desired
+FLEET ?= examples/fleet
 ENV_FILE ?= .env
 PBX_CONTAINER ?= gitops-pbx
 RECONCILER_NAME ?= gitops-reconciler
@@ -21,12 +24,18 @@ CARRIER_CALLS_LOG := /var/log/asterisk/carrier_calls.log
 SHOW_PASSWORDS ?= 1
 VENV := .venv
 PY := $(VENV)/bin/python
-export DESIRED ENV_FILE PBX_CONTAINER RECONCILER_NAME CARRIER_CONTAINER CARRIER_PORT SHOW_PASSWORDS
+export DESIRED FLEET ENV_FILE PBX_CONTAINER RECONCILER_NAME CARRIER_CONTAINER CARRIER_PORT SHOW_PASSWORDS
 
-.PHONY: help up down cli carrier-log test lint image venv test-tools
+.PHONY: help up down cli carrier-log test lint image venv test-tools fleet-up fleet-down
 
 help:
-	@sed -n '2,8p' Makefile | sed 's/^# //'
+	@sed -n '2,10p' Makefile | sed 's/^# //'
+
+fleet-up:
+	scripts/fleet-up.sh
+
+fleet-down:
+	scripts/fleet-down.sh
 
 up:
 	scripts/up.sh
@@ -54,8 +63,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # SIPp plays the phones; chromium renders the dashboard in its tests; openssl makes the TLS test's
-# certificates; ss (iproute2) tells which process owns a SIP port.
+# certificates; ss (iproute2) tells which process owns a SIP port; kubectl (Debian's
+# kubernetes-client, kustomize built in) renders the Kubernetes overlays offline.
 test-tools:
+	@command -v kubectl >/dev/null || scripts/apt-install.sh kubernetes-client
 	@command -v sipp >/dev/null || scripts/apt-install.sh sip-tester
 	@command -v openssl >/dev/null || scripts/apt-install.sh openssl
 	@command -v ss >/dev/null || scripts/apt-install.sh iproute2

@@ -35,6 +35,7 @@ import jinja2
 
 from reconciler.asterisk.client import AsteriskClient
 from reconciler.desired.confparse import parse_conf
+from reconciler.desired.fleet import load_tree
 from reconciler.desired.load import LoadedState, load_desired
 from reconciler.desired.model import DesiredState, Provider, SecretRef
 from reconciler.desired.render import conf_escape
@@ -264,14 +265,17 @@ def plan_carrier(
     *,
     max_call_s: int = DEFAULT_MAX_CALL_S,
     with_secrets: bool = True,
+    site: str | None = None,
 ) -> CarrierPlan | None:
     """The carrier `desired_dir` asks for, or None when no provider points at 127.0.0.1:`port`.
+    With `site`, `desired_dir` is a fleet directory and the state is that site's merged one (its
+    carrier port is fleet.yaml's `carrier.port`, which the caller passes as `port`).
 
     With `with_secrets` the provider's account is resolved (environment, env file, /run/secrets)
     like an apply does; without, the config is not needed (e.g. `carrier show`) and holds
     placeholders that are never written anywhere.
     """
-    loaded = load_desired(Path(desired_dir))
+    loaded = load_tree(Path(desired_dir), site) if site else load_desired(Path(desired_dir))
     found = find_carrier_provider(loaded, port)
     if found is None:
         return None

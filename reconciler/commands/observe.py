@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -305,14 +306,21 @@ def softphones(
     ),
     env_file: Path | None = typer.Option(None, "--env-file", help="KEY=VALUE file with the secrets."),
     extension: list[str] = typer.Option([], "--extension", "-e", help="Only these extensions (repeatable)."),
+    fleet_dir: Path | None = typer.Option(None, "--fleet", help="A fleet directory (with --site)."),
+    site: str | None = typer.Option(
+        None, "--site", help="The site of --fleet (its secrets: .secrets/<site>.env)."
+    ),
 ) -> None:
     """What to type into a softphone for each extension, and a QR code of the account."""
     from reconciler.desired import secrets
-    from reconciler.desired.load import load_desired
+    from reconciler.desired.fleet import load_fleet, load_tree, site_settings
     from reconciler.observe.softphones import accounts, qr_ascii, server_address, write_qr_svg
 
-    settings = _settings(desired_dir=directory, env_file=env_file)
-    state = load_desired(Path(settings.desired_dir)).state
+    settings = _settings(desired_dir=fleet_dir or directory, env_file=env_file)
+    if site is not None:
+        fleet = load_fleet(Path(settings.desired_dir))
+        settings = site_settings(settings, fleet, site) if env_file is None else replace(settings, site=site)
+    state = load_tree(Path(settings.desired_dir), settings.site).state
     err = Console(stderr=True)
     _, warning = server_address(state, server)
     if warning:
