@@ -143,10 +143,10 @@ def watch(
         )
     source: Source
     if repo is not None:
-        source = GitSource(repo, branch, path, cache_dir=Path(settings.state_dir) / "git")
+        source = GitSource(repo, branch, path, cache_dir=Path(settings.state_dir) / "git", site=settings.site)
     else:
         assert directory is not None
-        source = DirectorySource(directory, cache_dir=Path(settings.state_dir) / "dir")
+        source = DirectorySource(directory, cache_dir=Path(settings.state_dir) / "dir", site=settings.site)
     mode: ControlMode = "local" if control == "local" else "docker"
 
     def new_client() -> AsteriskClient:

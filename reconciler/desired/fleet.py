@@ -761,6 +761,25 @@ def fleet_entries(fleet_dir: Path) -> list[tuple[str, DesiredEntry]]:
     return sorted(found.items())
 
 
+def site_inputs(fleet: Fleet, site: Site | str) -> tuple[str, ...]:
+    """The relative posix paths one site's state is made of: fleet.yaml, the folders of its bases
+    and its own folder. A change anywhere else in the fleet does not change this site."""
+    chosen = fleet.site(site if isinstance(site, str) else site.name)
+    folders = [f"{BASES_DIR}/{base}" for base in chosen.bases]
+    folders.append(PurePosixPath(os.path.relpath(chosen.dir, fleet.dir)).as_posix())
+    return (FLEET_FILE, *dict.fromkeys(folders))
+
+
+def site_entries(fleet_dir: Path, site: str) -> list[tuple[str, DesiredEntry]]:
+    """The part of `fleet_entries()` that makes up `site` (see `site_inputs`), sorted."""
+    inputs = site_inputs(load_fleet(fleet_dir), site)
+    return [
+        (name, entry)
+        for name, entry in fleet_entries(fleet_dir)
+        if any(name == path or name.startswith(path + "/") for path in inputs)
+    ]
+
+
 __all__ = [
     "FLEET_FILE",
     "CarrierSpec",
@@ -773,5 +792,7 @@ __all__ = [
     "load_fleet",
     "load_site",
     "load_tree",
+    "site_entries",
+    "site_inputs",
     "site_settings",
 ]

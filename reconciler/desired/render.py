@@ -345,7 +345,7 @@ def render_desired(desired_dir: Path, settings: Settings, revision: str | None =
     The revision defaults to `revision.revision_of(desired_dir)`. Raises `ValidationFailed` for an
     invalid state or missing/weak secrets, `RenderFailed` for a broken template."""
     from reconciler.desired.fleet import load_tree
-    from reconciler.desired.revision import revision_of
+    from reconciler.desired.revision import revision_of, site_revision
     from reconciler.desired.secrets import resolve_secrets
 
     loaded = load_tree(Path(desired_dir), settings.site)
@@ -356,6 +356,8 @@ def render_desired(desired_dir: Path, settings: Settings, revision: str | None =
     ]
     if problems:
         raise ValidationFailed(problems)
-    rev = revision or revision_of(Path(desired_dir))
+    rev = revision or (
+        site_revision(Path(desired_dir), settings.site) if settings.site else revision_of(Path(desired_dir))
+    )
     files = _render(loaded.state, secrets, rev, Path(settings.templates_dir))
     return Rendered(rev, files, loaded.state, secret_values(loaded.state, secrets), dict(secrets))

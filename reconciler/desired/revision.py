@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from reconciler.desired.load import desired_entries, read_entry
+from reconciler.desired.load import DesiredEntry, desired_entries, read_entry
 from reconciler.safeio import FileRefused
 
 
@@ -24,6 +24,10 @@ def content_hash(desired_dir: Path) -> str:
         if is_fleet_dir(directory)
         else [(entry.name, entry) for entry in desired_entries(directory)]
     )
+    return _hash_entries(named)
+
+
+def _hash_entries(named: list[tuple[str, DesiredEntry]]) -> str:
     digest = hashlib.sha256()
     for name, entry in named:
         try:
@@ -62,3 +66,37 @@ def revision_of(desired_dir: Path) -> str:
     """The git commit sha (40 hex) when `desired_dir` is inside a clean git work tree, else
     `sha256:<hex>` of its contents. Both are stable: same input, same revision."""
     return git_revision(desired_dir) or content_hash(desired_dir)
+
+
+def site_revision(fleet_dir: Path, site: str) -> str:
+    """The revision id of one site of a fleet: in a clean git work tree, the newest commit that
+    changed one of the site's inputs (`fleet.site_inputs`: fleet.yaml, its bases, its folder), else
+    `sha256:<hex>` over those inputs alone. Either way a change to another site's files leaves it
+    as it was, so that site is not re-applied (docs/fleet.md "Revisions of a site")."""
+    from reconciler.desired.fleet import load_fleet, site_entries, site_inputs
+
+    fleet_dir = Path(fleet_dir)
+    head = git_revision(fleet_dir)
+    if head is not None:
+        found = git_last_change(fleet_dir, site_inputs(load_fleet(fleet_dir), site))
+        if found is not None:
+            return found
+    return _hash_entries(site_entries(fleet_dir, site))
+
+
+def git_last_change(directory: Path, paths: tuple[str, ...], ref: str = "HEAD") -> str | None:
+    """The newest commit at or before `ref` that changed one of `paths` (relative to `directory`,
+    inside a git work tree), or None."""
+    try:
+        import git
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+        workdir = Path(repo.working_tree_dir or "").resolve()
+        rel = Path(directory).resolve().relative_to(workdir)
+        where = [(rel / p).as_posix() for p in paths]
+        commit = next(repo.iter_commits(ref, paths=where, max_count=1), None)
+        return commit.hexsha if commit is not None else None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError, ValueError):
+        return None

@@ -234,7 +234,9 @@ class Reconciler:
 
             state = history.update_state(self.settings, new_head)
         if self.rollout is not None:
-            self.rollout.seen(snap.revision)
+            # The gate and its record speak of the whole source's revision (the same at every
+            # site); everything else of the site's own.
+            self.rollout.seen(snap.fleet_revision)
 
         # A restart of the reconciler is a retry too: its secrets or settings may have been fixed.
         if state.retry_requested or ("startup" in attempt.trigger and snap.revision in state.failed):
@@ -249,7 +251,7 @@ class Reconciler:
         if snap.revision != state.last_applied_revision and snap.revision not in state.failed:
             # A new head: the apply pipeline reads the live state itself and does nothing when
             # it is already live, so reading it here too would only cost another docker exec.
-            held = self._gate(attempt, snap.revision)
+            held = self._gate(attempt, snap.fleet_revision)
             if held is None:
                 return self._apply(attempt, snap, result="applied")
 
@@ -283,7 +285,7 @@ class Reconciler:
 
         failed = state.failed.get(snap.revision)
         if failed is None and held is None:
-            held = self._gate(attempt, snap.revision)
+            held = self._gate(attempt, snap.fleet_revision)
         if failed is not None or held is not None:
             # The head is known bad, or the rollout holds it: keep the last good revision healthy
             # (never gated), say why nothing moves.
@@ -464,7 +466,13 @@ class Reconciler:
         outcome = replace(outcome, reason=outcome.reason and plan.mask(outcome.reason, attempt.secrets))
         if self.rollout is not None and not outcome.waiting:
             # A heal of the live revision while the head is held says nothing about the head.
-            self.rollout.outcome(outcome.result, outcome.revision, outcome.temporary)
+            snap = attempt.snapshot
+            revision = (
+                snap.fleet_revision
+                if snap is not None and snap.revision == outcome.revision
+                else outcome.revision
+            )
+            self.rollout.outcome(outcome.result, revision, outcome.temporary)
         if outcome.record:
             try:
                 self.history.append(

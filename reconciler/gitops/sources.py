@@ -59,6 +59,14 @@ class Snapshot:
     committed_at: str | None = None
     # How problems should name this directory's files for a person (e.g. "desired").
     display_path: str = "desired"
+    # A fleet site: `revision` is the site's own (it changes only with the site's inputs) and this
+    # is the whole source's (the commit, or the fleet dir's hash), which the rollout gate compares.
+    source_revision: str | None = None
+
+    @property
+    def fleet_revision(self) -> str:
+        """The revision of the whole source (for one PBX, the revision itself)."""
+        return self.source_revision or self.revision
 
 
 class Source(Protocol):
@@ -101,11 +109,20 @@ def _prune(snapshots_dir: Path, keep: Path) -> None:
 class GitSource:
     """Follow `branch` of a git remote (URL or local path); export `path` of its head commit."""
 
-    def __init__(self, url: str, branch: str = "main", path: str = "desired", *, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        branch: str = "main",
+        path: str = "desired",
+        *,
+        cache_dir: Path,
+        site: str | None = None,
+    ) -> None:
         self.url = url
         self.branch = branch
         self.path = path.strip("/")
         self.cache_dir = Path(cache_dir)
+        self.site = site  # `path` is a fleet: snapshots carry this site's revision
         self._lock = threading.Lock()
         self._repo: git.Repo | None = None
 
@@ -192,14 +209,30 @@ class GitSource:
                     raise
         target.touch()
         _prune(snapshots, keep=target)
+        # A fleet site's revision is the newest commit that changed the site's inputs (its state
+        # is the same at that commit and at the head): other sites' commits do not re-apply it.
+        changed = self._site_commit(target, commit) if self.site else commit
         return Snapshot(
             path=target,
-            revision=commit.hexsha,
-            subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
-            author=commit.author.name,
-            committed_at=commit.committed_datetime.isoformat(),
+            revision=changed.hexsha,
+            subject=changed.summary if isinstance(changed.summary, str) else changed.summary.decode(),
+            author=changed.author.name,
+            committed_at=changed.committed_datetime.isoformat(),
             display_path=self.path or ".",
+            source_revision=commit.hexsha if self.site else None,
         )
+
+    def _site_commit(self, exported: Path, head: git.Commit) -> git.Commit:
+        from reconciler.desired.fleet import load_fleet, site_inputs
+
+        assert self.site is not None
+        try:
+            inputs = site_inputs(load_fleet(exported), self.site)
+        except ReconcilerError:
+            return head  # an invalid fleet at this commit: the load reports it
+        paths = [posixpath.join(self.path, p) if self.path else p for p in inputs]
+        found = next(self._open().iter_commits(head.hexsha, paths=paths, max_count=1), None)
+        return found if found is not None else head
 
     def close(self) -> None:
         if self._repo is not None:
@@ -298,8 +331,11 @@ class DirectorySource:
     snapshot holds the whole tree); `watch()` reports edits anywhere below it (recursively,
     debounced) to a callback."""
 
-    def __init__(self, directory: Path, *, cache_dir: Path, quiet_s: float = 0.5) -> None:
+    def __init__(
+        self, directory: Path, *, cache_dir: Path, quiet_s: float = 0.5, site: str | None = None
+    ) -> None:
         self.directory = Path(directory)
+        self.site = site  # a fleet directory: snapshots carry this site's revision
         self.cache_dir = Path(cache_dir)
         self.quiet_s = quiet_s
         self._observer: Observer | None = None  # type: ignore[valid-type]
@@ -309,10 +345,18 @@ class DirectorySource:
     def describe(self) -> str:
         return f"dir {self.directory}"
 
-    def _revision(self) -> str:
+    def _revision(self) -> tuple[str, str | None]:
+        """(revision, source revision): for a fleet site, the site's own revision and the whole
+        directory's; else the directory's and None."""
         from reconciler.desired import revision  # the core helper's module: git sha when clean, else a hash
 
-        return revision.revision_of(self.directory)
+        whole = revision.revision_of(self.directory)
+        if self.site is None:
+            return whole, None
+        try:
+            return revision.site_revision(self.directory, self.site), whole
+        except ReconcilerError:
+            return whole, whole  # an invalid fleet.yaml: the load says why
 
     def snapshot(self) -> Snapshot:
         if not self.directory.is_dir():
@@ -348,7 +392,8 @@ class DirectorySource:
             return fleet_entries(self.directory)
         return [(entry.name, entry) for entry in desired_entries(self.directory)]
 
-    def _copy(self, revision: str) -> Snapshot:
+    def _copy(self, revisions: tuple[str, str | None]) -> Snapshot:
+        revision, source_revision = revisions
         snapshots = self.cache_dir / "snapshots"
         snapshots.mkdir(parents=True, exist_ok=True)
         target = snapshots / _safe_name(revision)
@@ -370,7 +415,12 @@ class DirectorySource:
             shutil.rmtree(tmp, ignore_errors=True)
         target.touch()
         _prune(snapshots, keep=target)
-        return Snapshot(path=target, revision=revision, display_path=str(self.directory))
+        return Snapshot(
+            path=target,
+            revision=revision,
+            display_path=str(self.directory),
+            source_revision=source_revision,
+        )
 
     def watch(self, on_change: Callable[[], None]) -> bool:
         """Start a watchdog observer that calls `on_change()` after edits settle.

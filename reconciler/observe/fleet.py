@@ -43,7 +43,10 @@ def site_view(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
     desired = _dict(status.get("desired"))
     summary = _dict(status.get("summary"))
     live_rev = live.get("revision")
-    desired_rev = fleet.get("desired_revision") or desired.get("revision")
+    # The site's own revision (what its live revision is compared with), and the whole source's
+    # revision its rollout is on (what the gate and the rollout summary compare).
+    desired_rev = desired.get("revision") or fleet.get("desired_revision")
+    source_rev = fleet.get("desired_revision") or desired_rev
     asterisk = _dict(status.get("asterisk"))
     rollout = _dict(fleet.get("rollout")) or {"state": None, "waiting_for": None, "reason": None}
     return {
@@ -51,6 +54,7 @@ def site_view(name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         "reachable": True,
         "live_revision": live_rev,
         "desired_revision": desired_rev,
+        "source_revision": source_rev,
         "ok_revision": fleet.get("ok_revision"),
         "in_sync": bool(live_rev) and live_rev == desired_rev,
         "healthy": bool(summary.get("healthy")) and bool(asterisk.get("reachable")),
@@ -71,6 +75,7 @@ def unreachable(name: str, error: str) -> dict[str, Any]:
         "reachable": False,
         "live_revision": None,
         "desired_revision": None,
+        "source_revision": None,
         "ok_revision": None,
         "in_sync": False,
         "healthy": False,
@@ -97,7 +102,7 @@ def rollout_summary(order: Sequence[str], sites: Sequence[Mapping[str, Any]]) ->
     by_name = {s["name"]: s for s in sites}
     in_order = [by_name[n] for n in order if n in by_name]
     revision = next(
-        (s["desired_revision"] for s in in_order if s["reachable"] and s["desired_revision"]), None
+        (s["source_revision"] for s in in_order if s["reachable"] and s.get("source_revision")), None
     )
     if any((s.get("rollout") or {}).get("state") in ("held", "failed") for s in in_order):
         state = "held"

@@ -73,9 +73,12 @@ def _desired(settings: Settings) -> tuple[dict[str, Any] | None, Any]:
     info: dict[str, Any] = {"dir": str(desired_dir), "revision": None, "error": None}
     state = None
     try:
-        from reconciler.desired.revision import revision_of
+        from reconciler.desired.revision import revision_of, site_revision
 
-        info["revision"] = revision_of(desired_dir)
+        # A fleet site's own revision: what its loop applies (a change to another site is not its).
+        info["revision"] = (
+            site_revision(desired_dir, settings.site) if settings.site else revision_of(desired_dir)
+        )
     except (OSError, ReconcilerError) as exc:
         info["error"] = str(exc)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reconciler.desired.fleet import fleet_entries
 from reconciler.desired.load import desired_entries, read_entry
-from reconciler.desired.revision import content_hash
+from reconciler.desired.revision import content_hash, site_revision
 from reconciler.safeio import FileRefused
 from reconciler.settings import REPO_ROOT
 from tests.unit.fleet_support import copy_example
@@ -77,3 +77,38 @@ def test_a_fleet_folder_that_leaves_the_fleet_counts_by_name_and_is_not_read(tmp
     (outside / "x.yaml").write_text("a: 2\n")
     assert content_hash(fleet) == before
     assert dict(fleet_entries(fleet))["bases/evil"].refused is not None
+
+
+def test_a_sites_revision_changes_with_its_bases_and_files_and_not_with_another_sites(tmp_path: Path) -> None:
+    fleet = copy_example(tmp_path / "fleet")
+    hq, branch = site_revision(fleet, "hq"), site_revision(fleet, "branch")
+    assert hq != branch and hq.startswith("sha256:")
+
+    touch(fleet / "sites" / "branch" / "extensions.yaml")
+    assert site_revision(fleet, "hq") == hq
+    assert site_revision(fleet, "branch") != branch
+
+    branch = site_revision(fleet, "branch")
+    touch(fleet / "bases" / "common" / "routes.yaml")
+    assert site_revision(fleet, "hq") != hq
+    assert site_revision(fleet, "branch") != branch
+
+
+def test_in_a_clean_git_work_tree_a_sites_revision_is_the_last_commit_that_changed_it(tmp_path: Path) -> None:
+    import git
+
+    fleet = copy_example(tmp_path / "repo" / "fleet")
+    repo = git.Repo.init(tmp_path / "repo")
+    repo.git.add(A=True)
+    first = repo.index.commit("the fleet").hexsha
+    touch(fleet / "sites" / "branch" / "extensions.yaml")
+    repo.git.add(A=True)
+    second = repo.index.commit("branch only").hexsha
+    assert site_revision(fleet, "hq") == first
+    assert site_revision(fleet, "branch") == second
+    touch(fleet / "sites" / "hq" / "extensions.yaml")  # not committed: a content hash
+    assert site_revision(fleet, "hq").startswith("sha256:")
+
+
+def touch(path: Path) -> None:
+    path.write_text(path.read_text() + "# touched\n")
