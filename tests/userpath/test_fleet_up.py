@@ -98,10 +98,10 @@ def test_each_sites_sip_port_is_owned_by_that_sites_asterisk(deployed_fleet: Dep
 def test_a_phone_registers_at_each_site_with_the_generated_password(deployed_fleet: Deployed) -> None:
     for site, number, port in (("hq", "4001", 5160), ("branch", "5000", 5260)):
         result = sipp.register(number, deployed_fleet.secret(site, f"EXT_{number}_PASSWORD"), port)
-        assert result.finalsite_status("REGISTER") == 200, f"{site}: {result.describe()}"
+        assert result.final_status("REGISTER") == 200, f"{site}: {result.describe()}"
         sipp.unregister(number, deployed_fleet.secret(site, f"EXT_{number}_PASSWORD"), port)
     wrong = sipp.register("5000", "not-the-password-1A", 5260)
-    assert wrong.finalsite_status("REGISTER") in (401, 403), wrong.describe()
+    assert wrong.final_status("REGISTER") in (401, 403), wrong.describe()
 
 
 def test_every_site_is_live_on_the_desired_revision_with_its_trunk_registered(
