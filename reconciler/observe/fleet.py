@@ -95,7 +95,9 @@ def _ask(peer: Peer, fetch: Fetch, timeout_s: float) -> dict[str, Any]:
         return site_view(peer.name, fetch(peer.status_url, timeout_s))
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        return unreachable(peer.name, f"{peer.status_url}: {reason}"[:300])
+        # "[Errno 111] Connection refused" -> "connection refused": the table has little room.
+        text = getattr(reason, "strerror", None) or str(reason)
+        return unreachable(peer.name, f"{text[:1].lower()}{text[1:]} ({peer.status_url})"[:300])
 
 
 def rollout_summary(order: Sequence[str], sites: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
