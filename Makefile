@@ -8,6 +8,7 @@
 #   make image              build the images (cached by content hash)
 #   make fleet-up [FLEET=dir]   a fleet (docs/fleet.md) as a Docker Swarm stack (default examples/fleet)
 #   make fleet-down [FLEET=dir] remove it (volumes kept unless PURGE=1; leaves a swarm fleet-up made)
+#   make fleet-status [FLEET=dir] [JSON=1]  every site: live revision, sync, trunks, rollout
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -26,16 +27,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export DESIRED FLEET ENV_FILE PBX_CONTAINER RECONCILER_NAME CARRIER_CONTAINER CARRIER_PORT SHOW_PASSWORDS
 
-.PHONY: help up down cli carrier-log test lint image venv test-tools fleet-up fleet-down
+.PHONY: help up down cli carrier-log test lint image venv test-tools fleet-up fleet-down fleet-status
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# //'
+	@sed -n '2,11p' Makefile | sed 's/^# //'
 
 fleet-up:
 	scripts/fleet-up.sh
 
 fleet-down:
 	scripts/fleet-down.sh
+
+fleet-status:
+	@scripts/fleet-status.sh
 
 up:
 	scripts/up.sh

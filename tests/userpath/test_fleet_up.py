@@ -113,23 +113,21 @@ def test_every_site_is_live_on_the_desired_revision_with_its_trunk_registered(
         assert status["live"]["revision"] == status["desired"]["revision"], site.name
         (provider,) = [p for p in status["providers"] if p["name"] == "pbx_provider"]
         assert provider["registered"], f"{site.name}: {provider}"
-    # `reconciler fleet status --json` (wp-sidecar) when this tree has it
-    probe = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "reconciler"), "fleet", "status", "--help"],
+    # as a user asks it: `make fleet-status ... JSON=1` (the CLI from the reconciler image)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "fleet-status", f"FLEET={deployed_fleet.fleet_dir}", "JSON=1"],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
-    if probe.returncode == 0:
-        done = subprocess.run(
-            [str(REPO_ROOT / ".venv" / "bin" / "reconciler"), "fleet", "status", "--json", "--fleet",
-             str(deployed_fleet.fleet_dir)],
-            capture_output=True, text=True, check=False, timeout=60,
-        )  # fmt: skip
-        report = json.loads(done.stdout)
-        assert [s["name"] for s in report["sites"]] == ["hq", "branch"]
-        for s in report["sites"]:
-            assert s["in_sync"] and s["providers_registered"] == s["providers_total"] == 1, s
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert [s["name"] for s in report["sites"]] == ["hq", "branch"]
+    assert report["rollout"]["state"] == "done", report["rollout"]
+    for s in report["sites"]:
+        assert s["in_sync"] and s["providers_registered"] == s["providers_total"] == 1, s
 
 
 def test_a_second_fleet_up_changes_nothing(deployed_fleet: Deployed) -> None:
