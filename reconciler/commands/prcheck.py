@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from reconciler.commands.desired import DIR_ARG, REVISION_OPT, TEMPLATES_OPT
+from reconciler.desired.fleet import is_fleet_dir
 from reconciler.errors import ReconcilerError
 from reconciler.gitops import github
-from reconciler.gitops.prcheck import VERIFY_MODES, PrCheckOptions, format_report, run_pr_check
+from reconciler.gitops.fleetcheck import FleetPrCheckReport, format_fleet_report, run_fleet_pr_check
+from reconciler.gitops.prcheck import (
+    VERIFY_MODES,
+    PrCheckOptions,
+    PrCheckReport,
+    format_report,
+    run_pr_check,
+)
 from reconciler.settings import Settings
 
 
@@ -76,7 +85,14 @@ def pr_check(
     def progress(line: str) -> None:
         typer.echo(line, err=True)
 
-    report = run_pr_check(options, environ, progress)
+    # A fleet (fleet.yaml): every site in one report (docs/fleet.md); else the one PBX.
+    report: PrCheckReport | FleetPrCheckReport
+    if is_fleet_dir(directory):
+        report = run_fleet_pr_check(options, environ, progress)
+        formatted: Callable[..., str] = format_fleet_report
+    else:
+        report = run_pr_check(options, environ, progress)
+        formatted = format_report
     for located in report.located:
         if located.source == "validate":
             typer.echo(f"{located.file}:{located.line}: {located.message}", err=True)
@@ -90,13 +106,13 @@ def pr_check(
                     title=f"reconciler {located.source}",
                 )
             )
-    body = format_report(report, max_chars=github.MAX_COMMENT_CHARS)
+    body = formatted(report, max_chars=github.MAX_COMMENT_CHARS)
     if in_actions:
         # The report quotes desired files: no line of it may act as a workflow command.
-        start, text, end = github.without_commands(format_report(report))
+        start, text, end = github.without_commands(formatted(report))
         typer.echo(f"{start}\n{text}{end}")
     else:
-        typer.echo(format_report(report), nl=False)
+        typer.echo(formatted(report), nl=False)
     if comment:
         published = github.publish(environ, pr, github.comment_marker(report.desired), body)
         if published.warning and in_actions:

@@ -669,6 +669,9 @@ def format_markdown(plan: Plan) -> str:
         lines.append(f"- none: {STORE_LIVE_NOTE}")
     if plan.restart_required:
         lines.append(f"- `{RESTART_COMMAND}` (**restart needed**: {'; '.join(plan.restart_reasons)})")
+    if not plan.diff.strip():
+        # Only store rows change (no file line does): an empty diff block says nothing.
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "<details><summary>Diff (secrets masked)</summary>",

@@ -229,10 +229,11 @@ def run_verify(
     revision: str,
     environ: Mapping[str, str],
     echo: Callable[[str], None],
+    site: str | None = None,
 ) -> VerifyOutcome:
-    """`reconciler verify` on the head, as a subprocess through its documented interface (exit 0
-    clean, 1 Asterisk logged problems, 3 Docker or the image unavailable); its findings as JSON when
-    it offers `--format json`, else its text."""
+    """`reconciler verify` on the head (with `site`: that site of the fleet), as a subprocess
+    through its documented interface (exit 0 clean, 1 Asterisk logged problems, 3 Docker or the
+    image unavailable); its findings as JSON when it offers `--format json`, else its text."""
     if options.verify == "never":
         return VerifyOutcome("skipped", "--verify never")
     if not verify_available():
@@ -244,6 +245,8 @@ def run_verify(
         return VerifyOutcome("skipped", "this reconciler has no `verify` command")
     command = [sys.executable, "-m", "reconciler", VERIFY_COMMAND, str(options.desired_dir)]
     command += ["--env-file", str(env_file), "--revision", revision]
+    if site is not None:
+        command += ["--site", site]
     if options.templates_dir is not None:
         command += ["--templates", str(options.templates_dir)]
     if options.image:
@@ -256,7 +259,9 @@ def run_verify(
     env = {k: v for k, v in environ.items() if k not in names}
     env["RECONCILER_SECRETS_DIR"] = str(env_file.parent / "no-secrets")
     env["RECONCILER_ENV_FILE"] = str(env_file)
-    echo("verify: booting the head's render in a throwaway Asterisk container...")
+    echo(
+        f"verify{f' {site}' if site else ''}: booting the head's render in a throwaway Asterisk container..."
+    )
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=VERIFY_TIMEOUT_S)
     except subprocess.TimeoutExpired:
