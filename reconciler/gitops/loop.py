@@ -237,6 +237,7 @@ class Reconciler:
             # The gate and its record speak of the whole source's revision (the same at every
             # site); everything else of the site's own.
             self.rollout.seen(snap.fleet_revision)
+            self.rollout.follow(snap.path)
 
         # A restart of the reconciler is a retry too: its secrets or settings may have been fixed.
         if state.retry_requested or ("startup" in attempt.trigger and snap.revision in state.failed):

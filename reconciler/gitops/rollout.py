@@ -217,6 +217,19 @@ class RolloutTracker:
             self._save()
         return verdict
 
+    def follow(self, fleet_dir: Path) -> None:
+        """Take the rollout order of the fleet as this revision has it: a commit may change
+        `rollout` or add sites, and takes effect with that commit (no restart needed)."""
+        from reconciler.desired.fleet import load_fleet
+        from reconciler.errors import ReconcilerError
+
+        try:
+            fleet = load_fleet(fleet_dir)
+        except ReconcilerError:
+            return  # the load of this revision reports what is wrong
+        before = fleet.predecessor(self.site) if self.site in fleet.names else None
+        self.predecessor = (before.name, before.status_url) if before is not None else None
+
     def seen(self, revision: str | None) -> None:
         """The source's head, as the loop fetched it."""
         with self._lock:

@@ -136,3 +136,21 @@ def test_the_loop_holds_a_new_revision_without_touching_asterisk_and_asks_again_
     assert "hq has not reconciled" in (outcome.reason or "")
     fleet = gate_.fleet_json()
     assert fleet["rollout"]["state"] == "waiting" and fleet["desired_revision"] == outcome.revision
+
+
+def test_the_tracker_takes_the_rollout_order_of_each_revision(tmp_path: Path) -> None:
+    from tests.unit.fleet_support import copy_example
+
+    fleet = copy_example(tmp_path / "fleet")
+    branch = RolloutTracker(Settings(state_dir=tmp_path / "state"), "branch", None)
+    branch.follow(fleet)
+    assert branch.predecessor == ("hq", "http://127.0.0.1:8181")
+
+    fleet_yaml = fleet / "fleet.yaml"
+    fleet_yaml.write_text(fleet_yaml.read_text().replace("rollout: [hq, branch]", "rollout: [branch, hq]"))
+    branch.follow(fleet)
+    assert branch.predecessor is None  # branch is the canary now
+
+    fleet_yaml.write_text("sites: [oops\n")  # a broken fleet.yaml: the load reports it, the order stays
+    branch.follow(fleet)
+    assert branch.predecessor is None
