@@ -5,7 +5,9 @@ swarm, each site's reconciler beside its Asterisk with no Docker socket, followi
 - a change to one site's files goes live only there (the other site reconciles it as unchanged);
 - a change that breaks the canary leaves the other site on its last good revision and holds the
   rollout there, and the fix lets it through;
-- a killed Asterisk is restarted by Swarm and is back on its live revision, phones register again.
+- a killed Asterisk is restarted by Swarm and is back on its live revision, phones register again;
+- a change that adds a `${NAME}` is refused at its site until `make fleet-up` runs again, which
+  generates the value and its Swarm secret, and then goes live.
 
 The fleet is a temp copy of examples/fleet edited the way a user edits their repository. The time
 a base change takes to reach both sites is printed and kept in test-artifacts (never asserted).
@@ -265,3 +267,25 @@ def test_a_killed_asterisk_is_restarted_on_its_live_revision_and_phones_register
     assert result.final_status("REGISTER") == 200, result.describe()
     sipp.unregister("4001", password, 5160)
     assert "4002" in _cli(fleet, "hq", "pjsip show endpoints")
+
+
+def test_a_change_that_adds_a_secret_goes_live_once_fleet_up_runs_again(fleet: Deployed) -> None:
+    hq_file = fleet.fleet_dir / "sites" / "hq" / "extensions.yaml"
+    _edit(
+        hq_file,
+        "inbound:\n",
+        '  - number: "4003"\n    name: Accounts\n    password: ${EXT_4003_PASSWORD}\ninbound:\n',
+    )
+    revision = site_revision(fleet.fleet_dir, "hq")
+    record = poll(lambda: _record_for("hq", revision), REACH_TIMEOUT_S, interval_s=0.5)
+    assert record["result"] == "invalid" and "EXT_4003_PASSWORD" in record["reason"], record
+
+    up, seconds = fleet_up(fleet.fleet_dir, fleet.stack)
+    assert up.returncode == 0, up.stdout[-6000:]
+    assert "EXT_4003_PASSWORD" in up.stdout  # generated, and a new Swarm secret for it
+    record_timing("fleet_up_with_a_new_secret_s", seconds)
+    _wait_live("hq", revision)
+    password = fleet.secret("hq", "EXT_4003_PASSWORD")
+    result = sipp.register("4003", password, 5160)
+    assert result.final_status("REGISTER") == 200, result.describe()
+    sipp.unregister("4003", password, 5160)
