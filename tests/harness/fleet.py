@@ -11,12 +11,15 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler.desired.fleet import load_fleet
 from reconciler.desired.secrets import read_env_file
+from tests.harness import sipp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "examples" / "fleet"
@@ -141,3 +144,30 @@ def site_status(http: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{http}/api/status", timeout=5) as resp:
         data: dict[str, Any] = json.load(resp)
         return data
+
+
+@contextmanager
+def example_deployed(tmp: Path, timing_key: str | None = None) -> Iterator[Deployed]:
+    """A temp copy of examples/fleet deployed with `make fleet-up` (whose exit code the caller
+    judges), torn down with `make fleet-down PURGE=1` whatever happens, leaving swarm mode as it
+    was found."""
+    busy = example_ports_busy()
+    if busy:
+        raise AssertionError("the example fleet's ports are in use (another fleet-up?): " + ", ".join(busy))
+    before = swarm_state()
+    fleet_dir = copy_example(tmp)
+    stack = os.environ.get("TEST_FLEET_STACK") or None
+    try:
+        up, seconds = fleet_up(fleet_dir, stack)
+        if timing_key:
+            record_timing(timing_key, seconds)
+        print(up.stdout[-6000:])
+        deployed = Deployed(fleet_dir, stack or load_fleet(fleet_dir).name, up, seconds)
+        deployed.extra["swarm_before"] = before
+        yield deployed
+    finally:
+        down = fleet_down(fleet_dir, stack, purge=True)
+        print(down.stdout[-3000:])
+        if swarm_state() != before and before == "inactive":
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
+        sipp.kill_all()

@@ -16,7 +16,6 @@ a base change takes to reach both sites is printed and kept in test-artifacts (n
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -26,20 +25,16 @@ from typing import Any
 
 import pytest
 
-from reconciler.desired.fleet import load_fleet
 from reconciler.desired.revision import revision_of, site_revision
 from tests.harness import sipp
 from tests.harness.fleet import (
     REPO_ROOT,
     Deployed,
-    copy_example,
     docker_out,
-    example_ports_busy,
-    fleet_down,
+    example_deployed,
     fleet_up,
     record_timing,
     site_status,
-    swarm_state,
 )
 from tests.harness.waiting import poll
 
@@ -52,23 +47,9 @@ REACH_TIMEOUT_S = 120.0  # inotify or the 30 s poll, then the canary's apply, th
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """The example fleet from a temp copy, deployed with `make fleet-up`; always torn down."""
-    busy = example_ports_busy()
-    if busy:
-        pytest.fail("the example fleet's ports are in use (another fleet-up?): " + ", ".join(busy))
-    before = swarm_state()
-    fleet_dir = copy_example(tmp_path_factory.mktemp("fleet-rollout"))
-    stack = os.environ.get("TEST_FLEET_STACK") or None
-    try:
-        up, seconds = fleet_up(fleet_dir, stack)
-        print(up.stdout[-4000:])
-        assert up.returncode == 0, up.stdout[-8000:]
-        yield Deployed(fleet_dir, stack or load_fleet(fleet_dir).name, up, seconds)
-    finally:
-        down = fleet_down(fleet_dir, stack, purge=True)
-        print(down.stdout[-2000:])
-        if swarm_state() != before and before == "inactive":
-            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
-        sipp.kill_all()
+    with example_deployed(tmp_path_factory.mktemp("fleet-rollout")) as deployed:
+        assert deployed.up.returncode == 0, deployed.up.stdout[-8000:]
+        yield deployed
 
 
 def _task_container(fleet: Deployed, site: str, role: str = "asterisk") -> str:

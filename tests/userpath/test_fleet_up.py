@@ -16,7 +16,6 @@ test-artifacts/userpath-fleet-up.json (measured, never asserted).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tests.harness.fleet import (
     Deployed,
     copy_example,
     docker_out,
+    example_deployed,
     example_ports_busy,
     fleet_down,
     fleet_up,
@@ -46,25 +46,8 @@ pytestmark = [pytest.mark.userpath, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def deployed_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """The example fleet deployed from a temp copy with `make fleet-up`; always torn down."""
-    busy = example_ports_busy()
-    if busy:
-        pytest.fail("the example fleet's ports are in use (another fleet-up?): " + ", ".join(busy))
-    before = swarm_state()
-    fleet_dir = copy_example(tmp_path_factory.mktemp("fleet-up"))
-    stack = os.environ.get("TEST_FLEET_STACK") or None
-    try:
-        up, seconds = fleet_up(fleet_dir, stack)
-        record_timing("fleet_up_fresh_s", seconds)
-        print(up.stdout[-6000:])
-        deployed = Deployed(fleet_dir, stack or load_fleet(fleet_dir).name, up, seconds)
-        deployed.extra["swarm_before"] = before
+    with example_deployed(tmp_path_factory.mktemp("fleet-up"), "fleet_up_fresh_s") as deployed:
         yield deployed
-    finally:
-        down = fleet_down(fleet_dir, stack, purge=True)
-        print(down.stdout[-3000:])
-        if swarm_state() != before and before == "inactive":
-            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, check=False)
-        sipp.kill_all()
 
 
 def test_fleet_up_deploys_the_example_stack_and_exits_0(deployed_fleet: Deployed) -> None:
