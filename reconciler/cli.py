@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "fleet",
     "fleet_deploy",
     "fleet_status",
+    "route",
 )
 
 app = typer.Typer(

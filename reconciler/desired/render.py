@@ -159,6 +159,13 @@ def _number_key(number: str) -> tuple[int, str]:
     return (len(number), number)
 
 
+# How long the dialplan rings an extension before voicemail, and waits for a provider to answer;
+# and the feature code of the caller's own mailbox. The template and `reconciler route` read them.
+EXTENSION_RING_S = 20
+OUTBOUND_DIAL_S = 60
+MAILBOX_CODE = "*97"
+
+
 def extension_pattern(number: str) -> str:
     """The dialplan pattern that routes `number`: its first digit, then one X per other digit."""
     return f"_{number[0]}{'X' * (len(number) - 1)}"
@@ -213,6 +220,9 @@ def template_context(state: DesiredState, revision: str) -> dict[str, Any]:
             (r for r in state.outbound if r.prefix is not None), key=lambda r: r.prefix or ""
         ),
         "inbound": sorted(state.inbound, key=lambda r: (r.provider, r.did)),
+        "ring_s": EXTENSION_RING_S,
+        "dial_s": OUTBOUND_DIAL_S,
+        "mailbox_code": MAILBOX_CODE,
     }
 
 
