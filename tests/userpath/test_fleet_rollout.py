@@ -64,6 +64,14 @@ def _cli(fleet: Deployed, site: str, command: str) -> str:
     return docker_out("exec", _task_container(fleet, site), "asterisk", "-rx", command)
 
 
+def _booted(fleet: Deployed, site: str) -> bool:
+    """Whether the site's (possibly just replaced) Asterisk answers and is fully booted."""
+    try:
+        return "fully booted" in _cli(fleet, site, "core waitfullybooted")
+    except (AssertionError, subprocess.CalledProcessError):
+        return False  # no task container yet, or Asterisk not answering yet
+
+
 def _caller_name(fleet: Deployed, site: str, number: str) -> str:
     out = _cli(fleet, site, f"pjsip show endpoint {number}")
     match = re.search(r"callerid\s*:\s*(.*)", out)
@@ -99,7 +107,9 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def _wait_live(site: str, revision: str, timeout_s: float = REACH_TIMEOUT_S) -> float:
     started = time.monotonic()
-    poll(lambda: _live(site) == revision, timeout_s, interval_s=0.5)
+    assert poll(lambda: _live(site) == revision, timeout_s, interval_s=0.5), (
+        f"{site} is not live on {revision[:19]} after {timeout_s:.0f} s (it runs {_live(site)})"
+    )
     return time.monotonic() - started
 
 
@@ -152,7 +162,9 @@ def test_a_change_to_one_sites_files_goes_live_only_at_that_site(fleet: Deployed
     _wait_live("branch", site_revision(fleet.fleet_dir, "branch"))
     assert "Branch sales desk" in _caller_name(fleet, "branch", "5001")
     # hq reconciled the same revision (the gate asked it) and found nothing of its own to do.
-    poll(lambda: ((_status_or_none("hq") or {}).get("fleet") or {}).get("ok_revision") == whole, 60.0, 0.5)
+    assert poll(
+        lambda: ((_status_or_none("hq") or {}).get("fleet") or {}).get("ok_revision") == whole, 60.0, 0.5
+    )
     hq = _status_or_none("hq") or {}
     assert hq["live"]["revision"] == hq_before
     new_records = [r for r in hq.get("history") or [] if _epoch(r["started_at"]) >= edited_at - 1]
@@ -181,12 +193,14 @@ def test_a_change_that_breaks_the_canary_holds_the_rollout_and_the_fix_lets_it_t
     broken = site_revision(fleet.fleet_dir, "hq")
 
     record = poll(lambda: _record_for("hq", broken), REACH_TIMEOUT_S, interval_s=0.5)
+    assert record, "hq did not reconcile the broken revision"
     assert record["result"] not in ("applied", "unchanged"), record
     branch = poll(
         lambda: (s := _status_or_none("branch")) and s["fleet"]["rollout"]["state"] == "held" and s,
         60.0,
         interval_s=0.5,
     )
+    assert branch, f"branch never held the rollout: {(_status_or_none('branch') or {}).get('fleet')}"
     assert branch["fleet"]["rollout"]["waiting_for"] == "hq", branch["fleet"]
     assert _live("hq") == good["hq"] and _live("branch") == good["branch"]
     assert "Branch front desk" not in _caller_name(fleet, "branch", "5000")
@@ -234,14 +248,14 @@ def test_a_killed_asterisk_is_restarted_on_its_live_revision_and_phones_register
         ).split()
         return ids[0] if ids and ids[0] != old[: len(ids[0])] else None
 
-    new = poll(replaced, 90.0, interval_s=1.0)
-    assert new
-    poll(lambda: "fully booted" in _cli(fleet, "hq", "core waitfullybooted"), 60.0, interval_s=1.0)
+    assert poll(replaced, 90.0, interval_s=1.0), "Swarm did not start a new hq Asterisk"
+    assert poll(lambda: _booted(fleet, "hq"), 60.0, interval_s=1.0), "hq's new Asterisk did not boot"
     status = poll(
         lambda: (s := _status_or_none("hq")) and s["asterisk"]["reachable"] and s["summary"]["healthy"] and s,
         90.0,
         interval_s=1.0,
     )
+    assert status, f"hq is not healthy again: {(_status_or_none('hq') or {}).get('summary')}"
     assert status["live"]["revision"] == live
     password = fleet.secret("hq", "EXT_4001_PASSWORD")
     result = sipp.register("4001", password, 5160)
@@ -259,6 +273,7 @@ def test_a_change_that_adds_a_secret_goes_live_once_fleet_up_runs_again(fleet: D
     )
     revision = site_revision(fleet.fleet_dir, "hq")
     record = poll(lambda: _record_for("hq", revision), REACH_TIMEOUT_S, interval_s=0.5)
+    assert record, "hq did not reconcile the change"
     assert record["result"] == "invalid" and "EXT_4003_PASSWORD" in record["reason"], record
 
     up, seconds = fleet_up(fleet.fleet_dir, fleet.stack)
