@@ -122,4 +122,4 @@ while read -r site sip http carrier_port <&3; do
     echo
 done 3< <(rc fleet sites --fleet /fleet)
 rc fleet status --fleet /fleet || true
-say "fleet $STACK up in $(($(date +%s) - STARTED))s. Status: reconciler fleet status --fleet $FLEET_DIR   Stop: make fleet-down FLEET=$FLEET"
+say "fleet $STACK up in $(($(date +%s) - STARTED))s. Status: make fleet-status FLEET=$FLEET   Stop: make fleet-down FLEET=$FLEET"
