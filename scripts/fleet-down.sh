@@ -31,9 +31,20 @@ if [ -z "${STACK:-}" ] || [ -z "${FLEET_NAME:-}" ]; then
 fi
 STACK="${STACK:-$FLEET_NAME}"
 
+# PURGE=1: the fleet's volumes go too (labelled by the stack, they outlive it and the swarm).
+purge_volumes() {
+    local volumes
+    volumes="$(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK")"
+    if [ -n "$volumes" ]; then
+        printf '%s\n' "$volumes" | xargs docker volume rm >/dev/null
+        say "PURGE=1: removed the volumes of $STACK"
+    fi
+}
+
 if [ "$(swarm_state)" != active ]; then
     say "this engine is in no swarm: nothing is deployed"
     rm -f "$SWARM_MARKER"
+    [ "${PURGE:-0}" != 1 ] || purge_volumes
     exit 0
 fi
 
@@ -67,11 +78,7 @@ if [ -n "$secrets" ]; then
 fi
 
 if [ "${PURGE:-0}" = 1 ]; then
-    volumes="$(docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK")"
-    if [ -n "$volumes" ]; then
-        printf '%s\n' "$volumes" | xargs docker volume rm >/dev/null
-        say "PURGE=1: removed the volumes of $STACK"
-    fi
+    purge_volumes
 else
     say "volumes of $STACK kept (config, voicemail, logs, state); PURGE=1 removes them"
 fi

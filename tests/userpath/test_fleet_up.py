@@ -144,9 +144,12 @@ def test_fleet_down_after_fleet_up_initialised_the_swarm_leaves_it(deployed_flee
     assert swarm_state() == before
     if before == "inactive":
         assert "leaving the swarm that make fleet-up initialised" in down.stdout
-    # and a second fleet-down with nothing deployed works
-    again = fleet_down(deployed_fleet.fleet_dir, deployed_fleet.stack)
+    # a second fleet-down with nothing deployed works, and PURGE=1 still removes the kept volumes
+    label = f"label=com.docker.stack.namespace={deployed_fleet.stack}"
+    assert docker_out("volume", "ls", "-q", "--filter", label).split(), "fleet-down kept no volume"
+    again = fleet_down(deployed_fleet.fleet_dir, deployed_fleet.stack, purge=True)
     assert again.returncode == 0, again.stdout
+    assert not docker_out("volume", "ls", "-q", "--filter", label).split(), again.stdout
 
 
 def test_fleet_down_removes_the_stack_and_leaves_swarm_mode_as_it_was(tmp_path: Path) -> None:
