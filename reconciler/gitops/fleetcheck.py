@@ -17,10 +17,8 @@ from pathlib import Path
 from reconciler.desired.fleet import Fleet, load_fleet, load_site
 from reconciler.desired.load import LoadedState, display_name
 from reconciler.desired.model import DesiredState
-from reconciler.desired.render import render_desired
 from reconciler.desired.revision import site_revision
-from reconciler.desired.snapshot import snapshot_of
-from reconciler.errors import EXIT_ERROR, EXIT_OK, Problem, ReconcilerError, ValidationFailed
+from reconciler.errors import EXIT_ERROR, EXIT_OK, Problem, ValidationFailed
 from reconciler.gitops import plan as planning
 from reconciler.gitops.prcheck import (
     Located,
@@ -28,9 +26,13 @@ from reconciler.gitops.prcheck import (
     VerifyOutcome,
     export_base,
     fenced,
+    invalid_body,
+    plan_against_base,
     run_verify,
+    state_summary,
     throwaway_secrets,
     throwaway_settings,
+    validation_located,
     write_env_file,
 )
 
@@ -71,15 +73,9 @@ class FleetPrCheckReport:
         return [s.name for s in self.sites if s.plan is not None and s.plan.has_changes]
 
 
-def _summary(loaded: LoadedState) -> str:
-    s = loaded.state
-    routes = len(s.outbound) + len(s.inbound)
-    return f"{len(s.extensions)} extensions, {len(s.providers)} providers, {routes} routes"
-
-
 def _invalid(report: FleetPrCheckReport, problems: list[Problem]) -> FleetPrCheckReport:
     report.problems = problems
-    report.located = [Located(p.file, p.line, f"{p.field}: {p.message}", "validate") for p in problems]
+    report.located = validation_located(problems)
     return report
 
 
@@ -147,25 +143,20 @@ def run_fleet_pr_check(
         env_file = write_env_file(values, work / "throwaway.env")
         key = secrets.token_bytes(32)
         for name, head in heads.items():
-            check = SiteCheck(name, summary=_summary(head))
-            site_settings = replace(settings, site=name)
+            check = SiteCheck(name, summary=state_summary(head))
             revision = options.revision or site_revision(options.desired_dir, name)
-            rendered = render_desired(options.desired_dir, site_settings, revision=revision)
-            base_files: dict[str, str] = {}
-            masked = set(rendered.secret_values)
-            before = None
-            if base_dir is not None and name in base_states:
-                try:
-                    base_rendered = render_desired(base_dir, site_settings, revision=base_sha)
-                    base_files = dict(base_rendered.files)
-                    masked |= base_rendered.secret_values
-                    before = snapshot_of(base_states[name], values, key)
-                except ReconcilerError as exc:
-                    check.base_note = f"the base does not render ({exc.message}): planned against nothing"
-            elif options.base:
+            base = (
+                (base_dir, base_sha, base_states[name])
+                if base_dir and base_sha and name in base_states
+                else None
+            )
+            check.plan, failed = plan_against_base(
+                options.desired_dir, head.state, base, replace(settings, site=name), values, key, revision
+            )
+            if failed is not None:
+                check.base_note = f"the base does not render ({failed}): planned against nothing"
+            elif options.base and name not in base_states:
                 check.base_note = "new site (not in the base)"
-            models = planning.plan_models(before, snapshot_of(head.state, values, key))
-            check.plan = planning.make_plan(rendered.files, base_files, masked, models=models)
             echo(f"plan {name}: {len(check.plan.changes)} change(s)")
             if check.plan.has_changes:
                 check.verify = run_verify(options, env_file, values, revision, environ, echo, site=name)
@@ -180,22 +171,7 @@ def format_fleet_report(report: FleetPrCheckReport, max_chars: int | None = None
     """One markdown comment: the verdict, which sites change, a row per site, then each changed
     site's plan. With `max_chars`, diffs that would not fit are left out (the job log has them)."""
     if not report.valid:
-        shown = [str(p) for p in report.problems]
-        while True:
-            left_out = len(report.problems) - len(shown)
-            more = [f"... and {left_out} more: the job log lists them all"] if left_out else []
-            body = "\n".join(
-                [
-                    f"## PBX fleet check of `{report.desired}`: ❌ {len(report.problems)} problem(s)",
-                    "",
-                    fenced("\n".join(shown + more), "text"),
-                    "",
-                    "Fix these lines (they are annotated on the diff); nothing was rendered or planned.",
-                ]
-            )
-            if max_chars is None or len(body) <= max_chars or len(shown) <= 1:
-                return body + "\n"
-            shown = shown[: len(shown) // 2]
+        return invalid_body(f"PBX fleet check of `{report.desired}`", report.problems, max_chars)
 
     def build(with_diffs: bool) -> str:
         changed = report.changed()

@@ -340,12 +340,51 @@ def located_in(output: str) -> list[Located]:
 # ------------------------------------------------------------------------------------------------ check
 
 
-def _summary(loaded: LoadedState) -> str:
+def state_summary(loaded: LoadedState) -> str:
+    """ "7 extensions, 1 providers, 2 outbound and 1 inbound routes": the validate row's text."""
     s = loaded.state
     return (
         f"{len(s.extensions)} extensions, {len(s.providers)} providers, "
         f"{len(s.outbound)} outbound and {len(s.inbound)} inbound routes"
     )
+
+
+def validation_located(problems: Iterable[Problem]) -> list[Located]:
+    """The validate step's problems as annotations."""
+    return [Located(p.file, p.line, f"{p.field}: {p.message}", "validate") for p in problems]
+
+
+def plan_against_base(
+    head_dir: Path,
+    head_state: DesiredState,
+    base: tuple[Path, str, DesiredState] | None,
+    settings: Settings,
+    values: Mapping[str, str],
+    key: bytes,
+    revision: str,
+) -> tuple[planning.Plan, str | None]:
+    """Render the head (and the base: its dir, commit and state) with the same throwaway `values`
+    and plan head against base, files and models. The second value says why the base could not be
+    rendered (then the plan is against nothing), else None."""
+    rendered = render_desired(head_dir, settings, revision=revision)
+    base_files: dict[str, str] = {}
+    masked = set(rendered.secret_values)
+    before = None
+    failed: str | None = None
+    if base is not None:
+        base_dir, base_sha, base_state = base
+        try:
+            base_rendered: Rendered = render_desired(base_dir, settings, revision=base_sha)
+        except ReconcilerError as exc:
+            failed = exc.message
+        else:
+            base_files = dict(base_rendered.files)
+            masked |= base_rendered.secret_values
+            # The semantic plan on models: base and head snapshots with the same throwaway values,
+            # so a secret shows as changed exactly when the PR points a field at another reference.
+            before = snapshot_of(base_state, values, key)
+    models = planning.plan_models(before, snapshot_of(head_state, values, key))
+    return planning.make_plan(rendered.files, base_files, masked, models=models), failed
 
 
 def run_pr_check(
@@ -362,12 +401,10 @@ def run_pr_check(
         head = load_desired(options.desired_dir)
     except ValidationFailed as exc:
         report.problems = list(exc.problems)
-        report.located = [
-            Located(p.file, p.line, f"{p.field}: {p.message}", "validate") for p in exc.problems
-        ]
+        report.located = validation_located(exc.problems)
         report.verify = VerifyOutcome("skipped", "the desired state is invalid")
         return report
-    report.summary = _summary(head)
+    report.summary = state_summary(head)
     echo(f"validate: {desired} is valid ({report.summary})")
 
     with tempfile.TemporaryDirectory(prefix="reconciler-pr-check-") as tmp:
@@ -395,25 +432,14 @@ def run_pr_check(
         values = throwaway_secrets([head.state, *([base_state] if base_state else [])])
         settings = throwaway_settings(values, work, options.templates_dir)
         revision = options.revision or revision_of(options.desired_dir)
-        rendered = render_desired(options.desired_dir, settings, revision=revision)
-        base_files: dict[str, str] = {}
-        masked = set(rendered.secret_values)
-        if base_dir is not None and base_sha is not None:
-            try:
-                base_rendered: Rendered = render_desired(base_dir, settings, revision=base_sha)
-                base_files = dict(base_rendered.files)
-                masked |= base_rendered.secret_values
-            except ReconcilerError as exc:
-                report.base_note = (
-                    f"the base `{base_sha[:12]}` does not render ({exc.message}): planned against nothing"
-                )
-        # The semantic plan on models: base and head snapshots with the same throwaway values, so a
-        # secret shows as changed exactly when the PR points a field at another reference.
-        key = secrets.token_bytes(32)
-        after = snapshot_of(head.state, values, key)
-        before = snapshot_of(base_state, values, key) if base_files and base_state is not None else None
-        models = planning.plan_models(before, after)
-        report.plan = planning.make_plan(rendered.files, base_files, masked, models=models)
+        base = (base_dir, base_sha, base_state) if base_dir and base_sha and base_state else None
+        report.plan, failed = plan_against_base(
+            options.desired_dir, head.state, base, settings, values, secrets.token_bytes(32), revision
+        )
+        if failed is not None and base_sha is not None:
+            report.base_note = (
+                f"the base `{base_sha[:12]}` does not render ({failed}): planned against nothing"
+            )
         echo(f"plan: {len(report.plan.changes)} change(s), {report.base_note}")
 
         env_file = write_env_file(values, work / "throwaway.env")
@@ -435,25 +461,31 @@ def fenced(text: str, lang: str = "") -> str:
 _ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
 
 
+def invalid_body(title: str, problems: list[Problem], max_chars: int | None = None) -> str:
+    """The report of a state that does not validate: every problem in a fence; with `max_chars`,
+    halved until it fits (the job log lists them all)."""
+    shown = [str(p) for p in problems]
+    while True:
+        left_out = len(problems) - len(shown)
+        more = [f"... and {left_out} more: the job log lists them all"] if left_out else []
+        lines = [
+            f"## {title}: ❌ {len(problems)} problem(s)",
+            "",
+            fenced("\n".join(shown + more), "text"),
+            "",
+            "Fix these lines (they are annotated on the diff); nothing was rendered or planned.",
+        ]
+        body = "\n".join(lines) + "\n"
+        if max_chars is None or len(body) <= max_chars or len(shown) <= 1:
+            return body
+        shown = shown[: len(shown) // 2]
+
+
 def format_report(report: PrCheckReport, max_chars: int | None = None) -> str:
     """The report as markdown: a verdict line, validate/plan/verify rows, then the plan itself.
     With `max_chars`, a diff that would not fit is left out (the job log has it)."""
     if not report.valid:
-        shown = [str(p) for p in report.problems]
-        while True:
-            left_out = len(report.problems) - len(shown)
-            more = [f"... and {left_out} more: the job log lists them all"] if left_out else []
-            lines = [
-                f"## PBX check of `{report.desired}`: ❌ {len(report.problems)} problem(s)",
-                "",
-                fenced("\n".join(shown + more), "text"),
-                "",
-                "Fix these lines (they are annotated on the diff); nothing was rendered or planned.",
-            ]
-            body = "\n".join(lines) + "\n"
-            if max_chars is None or len(body) <= max_chars or len(shown) <= 1:
-                return body
-            shown = shown[: len(shown) // 2]
+        return invalid_body(f"PBX check of `{report.desired}`", report.problems, max_chars)
     assert report.plan is not None
     changes = len(report.plan.changes)
     verdict = "✅ valid" if report.passed else "❌ Asterisk rejects it"
