@@ -770,14 +770,15 @@ def site_inputs(fleet: Fleet, site: Site | str) -> tuple[str, ...]:
     return (FLEET_FILE, *dict.fromkeys(folders))
 
 
+def is_site_input(name: str, inputs: tuple[str, ...]) -> bool:
+    """Whether the fleet file at relative path `name` is one of a site's `inputs`."""
+    return any(name == path or name.startswith(path + "/") for path in inputs)
+
+
 def site_entries(fleet_dir: Path, site: str) -> list[tuple[str, DesiredEntry]]:
     """The part of `fleet_entries()` that makes up `site` (see `site_inputs`), sorted."""
     inputs = site_inputs(load_fleet(fleet_dir), site)
-    return [
-        (name, entry)
-        for name, entry in fleet_entries(fleet_dir)
-        if any(name == path or name.startswith(path + "/") for path in inputs)
-    ]
+    return [(name, entry) for name, entry in fleet_entries(fleet_dir) if is_site_input(name, inputs)]
 
 
 __all__ = [
@@ -789,6 +790,7 @@ __all__ = [
     "fleet_entries",
     "fleet_json_schema",
     "is_fleet_dir",
+    "is_site_input",
     "load_fleet",
     "load_site",
     "load_tree",

@@ -24,18 +24,26 @@ def content_hash(desired_dir: Path) -> str:
         if is_fleet_dir(directory)
         else [(entry.name, entry) for entry in desired_entries(directory)]
     )
-    return _hash_entries(named)
+    return _digest(_records(named))
 
 
-def _hash_entries(named: list[tuple[str, DesiredEntry]]) -> str:
-    digest = hashlib.sha256()
+def _records(named: list[tuple[str, DesiredEntry]]) -> list[tuple[str, bytes]]:
+    """What each entry adds to a content hash: its name and bytes, or its name and why it is refused."""
+    records = []
     for name, entry in named:
         try:
             data = read_entry(entry)
         except FileRefused as exc:
-            digest.update(name.encode() + b"\0refused\0" + exc.reason.encode() + b"\0")
+            records.append((name, name.encode() + b"\0refused\0" + exc.reason.encode() + b"\0"))
             continue
-        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+        records.append((name, name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data))
+    return records
+
+
+def _digest(records: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for _, record in records:
+        digest.update(record)
     return "sha256:" + digest.hexdigest()
 
 
@@ -73,15 +81,24 @@ def site_revision(fleet_dir: Path, site: str) -> str:
     changed one of the site's inputs (`fleet.site_inputs`: fleet.yaml, its bases, its folder), else
     `sha256:<hex>` over those inputs alone. Either way a change to another site's files leaves it
     as it was, so that site is not re-applied (docs/fleet.md "Revisions of a site")."""
-    from reconciler.desired.fleet import load_fleet, site_entries, site_inputs
+    return site_revisions(fleet_dir, site)[0]
+
+
+def site_revisions(fleet_dir: Path, site: str) -> tuple[str, str]:
+    """(`site_revision`, `revision_of` the whole fleet directory), from one look at git and one
+    read of the files. Raises `ValidationFailed` when fleet.yaml does not load."""
+    from reconciler.desired.fleet import fleet_entries, is_site_input, load_fleet, site_inputs
 
     fleet_dir = Path(fleet_dir)
+    inputs = site_inputs(load_fleet(fleet_dir), site)
     head = git_revision(fleet_dir)
     if head is not None:
-        found = git_last_change(fleet_dir, site_inputs(load_fleet(fleet_dir), site))
+        found = git_last_change(fleet_dir, inputs)
         if found is not None:
-            return found
-    return _hash_entries(site_entries(fleet_dir, site))
+            return found, head
+    records = _records(fleet_entries(fleet_dir))
+    mine = _digest([(name, record) for name, record in records if is_site_input(name, inputs)])
+    return mine, head or _digest(records)
 
 
 def git_last_change(directory: Path, paths: tuple[str, ...], ref: str = "HEAD") -> str | None:

@@ -350,12 +350,12 @@ class DirectorySource:
         directory's; else the directory's and None."""
         from reconciler.desired import revision  # the core helper's module: git sha when clean, else a hash
 
-        whole = revision.revision_of(self.directory)
         if self.site is None:
-            return whole, None
+            return revision.revision_of(self.directory), None
         try:
-            return revision.site_revision(self.directory, self.site), whole
+            return revision.site_revisions(self.directory, self.site)
         except ReconcilerError:
+            whole = revision.revision_of(self.directory)
             return whole, whole  # an invalid fleet.yaml: the load says why
 
     def snapshot(self) -> Snapshot:
