@@ -12,7 +12,7 @@ of the extension it names.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from reconciler.desired.model import DesiredState, Extension, OutboundRoute, Provider
@@ -64,13 +64,10 @@ class Explanation:
     seconds: int | None = None
     did: str | None = None  # inbound: the DID that matched
     rings: tuple[Ring, ...] = ()
-    then: tuple[Step, ...] = field(default=())
+    then: tuple[Step, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["rings"] = [asdict(r) for r in self.rings]
-        data["then"] = [asdict(s) for s in self.then]
-        return data
+        return asdict(self)  # the nested Ring/Step too; json writes their tuples as lists
 
 
 def _elements(pattern: str) -> list[int]:
