@@ -4,16 +4,14 @@ project's image, no network) and skips the sites the change does not touch."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-import git
 import pytest
 
 from reconciler.gitops.fleetcheck import format_fleet_report, run_fleet_pr_check
 from reconciler.gitops.prcheck import PrCheckOptions
-from reconciler.settings import REPO_ROOT
 from tests.harness import containers
+from tests.unit.fleet_support import commit, fleet_repo
 
 pytestmark = pytest.mark.integration
 
@@ -23,18 +21,10 @@ def test_a_fleet_pr_check_verifies_the_changed_site_and_skips_the_other(
 ) -> None:
     assert containers.image_available(), "the Asterisk image is missing: make image"
     root = tmp_path / "pbx-fleet"
-    shutil.copytree(
-        REPO_ROOT / "examples" / "fleet", root / "fleet", ignore=shutil.ignore_patterns(".secrets")
-    )
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as config:
-        config.set_value("user", "name", "test")
-        config.set_value("user", "email", "test@example.invalid")
-    repo.git.add("-A")
-    repo.git.commit("-q", "-m", "two offices")
+    repo = fleet_repo(root)
     path = root / "fleet" / "sites" / "hq" / "extensions.yaml"
     path.write_text(path.read_text().replace("name: Support", "name: Support desk"))
-    repo.git.commit("-q", "-am", "rename 4002")
+    commit(repo, "rename 4002")
     monkeypatch.chdir(root)
 
     options = PrCheckOptions(

@@ -8,6 +8,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import git
 import pytest
 
 from reconciler.desired.fleet import FLEET_FILE, load_fleet, load_site
@@ -73,6 +74,25 @@ def problems_of(call: object, *args: object) -> list[str]:
 def copy_example(target: Path) -> Path:
     shutil.copytree(EXAMPLE_FLEET, target, ignore=shutil.ignore_patterns(".secrets"))
     return target
+
+
+def commit(repo: git.Repo, message: str) -> str:
+    """Commit everything in the work tree; the new commit's sha."""
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", message, "--allow-empty")
+    return repo.head.commit.hexsha
+
+
+def fleet_repo(root: Path, message: str = "two offices") -> git.Repo:
+    """A git repository at `root` whose `main` holds a copy of the example fleet at `root/fleet`,
+    committed with `message`."""
+    copy_example(root / "fleet")
+    repo = git.Repo.init(root, initial_branch="main")
+    with repo.config_writer() as config:
+        config.set_value("user", "name", "test")
+        config.set_value("user", "email", "test@example.invalid")
+    commit(repo, message)
+    return repo
 
 
 def throwaway_secrets(fleet_dir: Path) -> dict[str, dict[str, str]]:

@@ -14,30 +14,15 @@ from typer.testing import CliRunner
 from reconciler.cli import app
 from reconciler.gitops.fleetcheck import format_fleet_report, run_fleet_pr_check
 from reconciler.gitops.prcheck import PrCheckOptions
-from reconciler.settings import REPO_ROOT
-
-EXAMPLE = REPO_ROOT / "examples" / "fleet"
-
-
-def commit(repo: git.Repo, message: str) -> str:
-    repo.git.add("-A")
-    repo.git.commit("-q", "-m", message, "--allow-empty")
-    return repo.head.commit.hexsha
+from tests.unit.fleet_support import commit, fleet_repo
 
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> git.Repo:
     """A fleet repository: `main` holds a copy of the example fleet, the cwd is its root."""
-    root = tmp_path / "pbx-fleet"
-    root.mkdir()
-    handle = git.Repo.init(root, initial_branch="main")
-    with handle.config_writer() as config:
-        config.set_value("user", "name", "test")
-        config.set_value("user", "email", "test@example.invalid")
-    shutil.copytree(EXAMPLE, root / "fleet", ignore=shutil.ignore_patterns(".secrets"))
-    commit(handle, "two offices")
+    handle = fleet_repo(tmp_path / "pbx-fleet")
     handle.git.checkout("-q", "-b", "change")
-    monkeypatch.chdir(root)
+    monkeypatch.chdir(tmp_path / "pbx-fleet")
     return handle
 
 

@@ -12,7 +12,7 @@ from reconciler.desired.load import desired_entries, read_entry
 from reconciler.desired.revision import content_hash, site_revision
 from reconciler.safeio import FileRefused
 from reconciler.settings import REPO_ROOT
-from tests.unit.fleet_support import copy_example
+from tests.unit.fleet_support import commit, copy_example, fleet_repo
 
 
 def old_content_hash(directory: Path) -> str:
@@ -95,15 +95,11 @@ def test_a_sites_revision_changes_with_its_bases_and_files_and_not_with_another_
 
 
 def test_in_a_clean_git_work_tree_a_sites_revision_is_the_last_commit_that_changed_it(tmp_path: Path) -> None:
-    import git
-
-    fleet = copy_example(tmp_path / "repo" / "fleet")
-    repo = git.Repo.init(tmp_path / "repo")
-    repo.git.add(A=True)
-    first = repo.index.commit("the fleet").hexsha
+    repo = fleet_repo(tmp_path / "repo")
+    fleet = tmp_path / "repo" / "fleet"
+    first = repo.head.commit.hexsha
     touch(fleet / "sites" / "branch" / "extensions.yaml")
-    repo.git.add(A=True)
-    second = repo.index.commit("branch only").hexsha
+    second = commit(repo, "branch only")
     assert site_revision(fleet, "hq") == first
     assert site_revision(fleet, "branch") == second
     touch(fleet / "sites" / "hq" / "extensions.yaml")  # not committed: a content hash

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import git
-
 from reconciler.desired.revision import revision_of, site_revision
 from reconciler.gitops.sources import DirectorySource, GitSource
-from tests.unit.fleet_support import copy_example
+from tests.unit.fleet_support import commit, copy_example, fleet_repo
 
 
 def touch(path: Path) -> None:
@@ -39,13 +37,10 @@ def test_a_plain_directory_snapshot_has_no_source_revision(tmp_path: Path) -> No
 
 def test_a_git_snapshot_of_a_site_is_the_last_commit_that_changed_the_site(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    copy_example(work / "fleet")
-    repo = git.Repo.init(work, initial_branch="main")
-    repo.git.add(A=True)
-    first = repo.index.commit("the fleet").hexsha
+    repo = fleet_repo(work, "the fleet")
+    first = repo.head.commit.hexsha
     touch(work / "fleet" / "sites" / "branch" / "extensions.yaml")
-    repo.git.add(A=True)
-    head = repo.index.commit("branch: a comment").hexsha
+    head = commit(repo, "branch: a comment")
 
     hq = GitSource(str(work), "main", "fleet", cache_dir=tmp_path / "hq", site="hq").snapshot()
     branch = GitSource(str(work), "main", "fleet", cache_dir=tmp_path / "branch", site="branch").snapshot()
