@@ -26,6 +26,8 @@ from reconciler.desired.fleet import Fleet, Site, load_fleet, load_site, site_se
 from reconciler.desired.model import secret_refs
 from reconciler.desired.secrets import lookup, read_env_file
 from reconciler.errors import EXIT_UNAVAILABLE, AsteriskUnavailable, ReconcilerError
+from reconciler.gitops.rollout import fetch_status
+from reconciler.observe.fleet import site_view
 from reconciler.settings import Settings
 
 FLEET_OPT = typer.Option(..., "--fleet", help="The fleet directory (with fleet.yaml).")
@@ -268,30 +270,30 @@ def sites(
         typer.echo(f"{r['name']} {r['sip_port']} {r['http']} {r['carrier_port'] or '-'}")
 
 
-def _get_json(url: str, timeout: float) -> tuple[int, Any]:
+def _healthz_code(site: Site, timeout: float) -> int:
+    """The HTTP status of the site's /healthz (0: no answer)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback status of our own sites
-            body = resp.read(4 * 1024 * 1024)
-            return resp.status, json.loads(body) if body[:1] in (b"{", b"[") else None
+        with urllib.request.urlopen(site.status_url.rstrip("/") + "/healthz", timeout=timeout) as resp:
+            return int(resp.status)
     except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (OSError, ValueError):
-        return 0, None
+        return exc.code
+    except OSError:
+        return 0
 
 
 def site_progress(site: Site, *, registered: bool, timeout: float = 3.0) -> tuple[bool, str]:
     """(ready, what it is waiting for) of one site, asked over its status_url."""
-    base = site.status_url.rstrip("/")
-    code, _ = _get_json(base + "/healthz", timeout)
+    code = _healthz_code(site, timeout)
     if code != 200:
         return False, "reconciler not answering /healthz yet" if code == 0 else f"/healthz says {code}"
-    code, status = _get_json(base + "/api/status", timeout)
-    if code != 200 or not isinstance(status, dict):
+    try:
+        status = fetch_status(site.status_url, timeout)
+    except (OSError, ValueError):
         return False, "no /api/status yet"
-    live = (status.get("live") or {}).get("revision")
-    desired = (status.get("desired") or {}).get("revision")
-    if not live or live != desired:
-        return False, f"live revision {str(live)[:12]} != desired {str(desired)[:12]}"
+    view = site_view(site.name, status)  # in sync as `fleet status` says it
+    live = view["live_revision"]
+    if not view["in_sync"]:
+        return False, f"live revision {str(live)[:12]} != desired {str(view['desired_revision'])[:12]}"
     if registered:
         providers = [p for p in status.get("providers") or [] if isinstance(p, dict) and p.get("register")]
         waiting = [str(p.get("name")) for p in providers if not p.get("registered")]
