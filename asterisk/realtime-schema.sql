@@ -7,6 +7,8 @@ CREATE TABLE IF NOT EXISTS ps_aors (id TEXT PRIMARY KEY NOT NULL, max_contacts T
 CREATE TABLE IF NOT EXISTS gitops_undo_ps_aors (id TEXT PRIMARY KEY NOT NULL, max_contacts TEXT, remove_existing TEXT, qualify_frequency TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ps_voicemail (mailbox TEXT PRIMARY KEY NOT NULL, uniqueid TEXT, context TEXT, password TEXT, fullname TEXT, email TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gitops_undo_ps_voicemail (mailbox TEXT PRIMARY KEY NOT NULL, uniqueid TEXT, context TEXT, password TEXT, fullname TEXT, email TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ps_call_features (id TEXT PRIMARY KEY NOT NULL, dnd TEXT, fwd_always TEXT, fwd_busy TEXT, fwd_noanswer TEXT, pickup_group TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gitops_undo_ps_call_features (id TEXT PRIMARY KEY NOT NULL, dnd TEXT, fwd_always TEXT, fwd_busy TEXT, fwd_noanswer TEXT, pickup_group TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gitops_applied (id TEXT PRIMARY KEY NOT NULL, hash TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gitops_undo_gitops_applied (id TEXT PRIMARY KEY NOT NULL, hash TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gitops_undo_ids (tbl TEXT NOT NULL, id TEXT);

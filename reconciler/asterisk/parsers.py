@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from reconciler.desired.render import RENDERED_FILES
+
 # The line of 90 '=' that ends the header of every `pjsip show/list ...` table.
 _RULE = re.compile(r"^=+\s*$")
 _SIP_URI_SPLIT = re.compile(r"^(?P<left>.+?)/(?P<uri>(?:sips?|tel):.*)$")
@@ -472,7 +474,7 @@ def parse_channels_concise(text: str) -> list[ChannelInfo]:
 
 # --- log lines of a reload ----------------------------------------------------------------------
 
-MANAGED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
+MANAGED_FILES = RENDERED_FILES
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.desired.model import DesiredState, Extension, SecretRef
-from reconciler.desired.render import mailbox_pin
+from reconciler.desired.render import mailbox_pin, target_destination
 from reconciler.errors import ReconcilerError
 
 MANAGED_DIR = "/etc/asterisk/managed"
@@ -47,6 +47,9 @@ ENDPOINTS = "ps_endpoints"
 AUTHS = "ps_auths"
 AORS = "ps_aors"
 VOICEMAIL = "ps_voicemail"  # the `voicemail` realtime family (extconfig.conf) maps to this table
+# The `call_features` realtime family: an extension's do-not-disturb, forwards (as the dialplan's
+# `context,exten` of the target) and pickup group, read by the dialplan with REALTIME_FIELD().
+FEATURES = "ps_call_features"
 APPLIED = "gitops_applied"  # number → keyed hash of its rows as last applied (not in the digest)
 UNDO_IDS = "gitops_undo_ids"
 META = "gitops_meta"
@@ -79,9 +82,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     AORS: ("id", "max_contacts", "remove_existing", "qualify_frequency"),
     # app_voicemail updates a mailbox by `uniqueid`: the extension number (digits) serves.
     VOICEMAIL: ("mailbox", "uniqueid", "context", "password", "fullname", "email"),
+    FEATURES: ("id", "dnd", "fwd_always", "fwd_busy", "fwd_noanswer", "pickup_group"),
     APPLIED: ("id", "hash"),
 }
-KEY: dict[str, str] = {ENDPOINTS: "id", AUTHS: "id", AORS: "id", VOICEMAIL: "mailbox", APPLIED: "id"}
+KEY: dict[str, str] = {
+    ENDPOINTS: "id",
+    AUTHS: "id",
+    AORS: "id",
+    VOICEMAIL: "mailbox",
+    FEATURES: "id",
+    APPLIED: "id",
+}
 
 TABLES: tuple[str, ...] = tuple(COLUMNS)
 
@@ -185,8 +196,16 @@ def rows_for(ext: Extension, state: DesiredState, secrets: Mapping[str, str]) ->
             "username": n,
             "password": _secret(ext.password, secrets),
         },
-        AORS: {"id": n, "max_contacts": "1", "remove_existing": "yes", "qualify_frequency": "30"},
+        AORS: {
+            "id": n,
+            "max_contacts": str(ext.devices),
+            "remove_existing": "yes",
+            "qualify_frequency": "30",
+        },
     }
+    features = call_features_row(ext)
+    if features is not None:
+        rows[FEATURES] = features
     box = ext.mailbox
     if box is not None:
         mailbox: Row = {
@@ -204,7 +223,29 @@ def rows_for(ext: Extension, state: DesiredState, secrets: Mapping[str, str]) ->
 
 def keys_for(number: str) -> dict[str, str]:
     """table → key of every row an extension `number` may have (whether or not it has them)."""
-    return {ENDPOINTS: number, AUTHS: auth_id(number), AORS: number, VOICEMAIL: number, APPLIED: number}
+    return {
+        ENDPOINTS: number,
+        AUTHS: auth_id(number),
+        AORS: number,
+        VOICEMAIL: number,
+        FEATURES: number,
+        APPLIED: number,
+    }
+
+
+def call_features_row(ext: Extension) -> Row | None:
+    """The `call_features` row of `ext`, or None when it sets none of them (no row: the defaults)."""
+    row: Row = {"id": ext.number}
+    if ext.dnd:
+        row["dnd"] = "on"
+    if ext.forward is not None:
+        for name, column in (("always", "fwd_always"), ("busy", "fwd_busy"), ("no_answer", "fwd_noanswer")):
+            target = getattr(ext.forward, name)
+            if target is not None:
+                row[column] = target_destination(target)
+    if ext.pickup_group is not None:
+        row["pickup_group"] = ext.pickup_group
+    return row if len(row) > 1 else None
 
 
 def row_hash(rows: Mapping[str, Row], key: bytes) -> str:
@@ -239,6 +280,7 @@ def changed_numbers(desired: Rows, applied: Mapping[str, str]) -> list[str]:
 EXPORT_FILE = "store.json"  # beside the rendered .conf files; holds passwords like them (0600)
 # How a changed column reads in a plan: the auth's password and the mailbox are one word each.
 _CHANGED_AS: dict[str, str] = {f"{AUTHS}.password": "password", f"{VOICEMAIL}.password": "voicemail pin"}
+_TABLE_AS: dict[str, str] = {VOICEMAIL: "voicemail", FEATURES: "call features"}
 
 
 def extension_rows(state: DesiredState, secrets: Mapping[str, str]) -> dict[str, dict[str, Row]]:
@@ -268,11 +310,11 @@ def _changed_columns(before: Mapping[str, Row], after: Mapping[str, Row]) -> lis
     for table in sorted(set(before) | set(after)):
         old, new = before.get(table), after.get(table)
         if old is None or new is None:
-            names.add("voicemail" if table == VOICEMAIL else table)
+            names.add(_TABLE_AS.get(table, table))
             continue
         for column in sorted(set(old) | set(new)):
             if old.get(column) != new.get(column):
-                names.add(_CHANGED_AS.get(f"{table}.{column}", "voicemail" if table == VOICEMAIL else column))
+                names.add(_CHANGED_AS.get(f"{table}.{column}", _TABLE_AS.get(table, column)))
     return sorted(names)
 
 

@@ -63,8 +63,21 @@ IDENTITY: dict[str, tuple[str, ...]] = {
     "extensions": ("number",),
     "outbound": ("name",),
     "inbound": ("provider", "did"),
+    "ring_groups": ("number",),
+    "schedules": ("name",),
+    "menus": ("name",),
+    "queues": ("number",),
 }
-_WHAT = {"providers": "provider", "extensions": "extension", "outbound": "route", "inbound": "inbound route"}
+_WHAT = {
+    "providers": "provider",
+    "extensions": "extension",
+    "outbound": "route",
+    "inbound": "inbound route",
+    "ring_groups": "ring group",
+    "schedules": "schedule",
+    "menus": "menu",
+    "queues": "queue",
+}
 REMOVE_KEY = "remove"
 Locate = Callable[[tuple[str | int, ...]], tuple[str, int]]
 # fleet.yaml's per-site ports → the pbx keys they set.

@@ -50,12 +50,23 @@ LEAVES_DIRECTORY = "is a symbolic link that leaves the desired directory (its ta
 DANGLING_LINK = "is a symbolic link to nothing (dangling)"
 NOT_REGULAR = "is not a regular file (a directory, pipe, socket or device)"
 
-_NAME_KEYS = {"providers": "name", "extensions": "number"}
+_NAME_KEYS = {
+    "providers": "name",
+    "extensions": "number",
+    "ring_groups": "number",
+    "queues": "number",
+    "menus": "name",
+    "schedules": "name",
+}
 _ITEM_MODELS: dict[str, type[BaseModel]] = {
     "providers": model.Provider,
     "extensions": model.Extension,
     "outbound": model.OutboundRoute,
     "inbound": model.InboundRoute,
+    "ring_groups": model.RingGroup,
+    "schedules": model.Schedule,
+    "menus": model.Menu,
+    "queues": model.Queue,
 }
 
 # Where each value of a document came from: a mapping's index maps each key to (1-based line of the
@@ -750,12 +761,14 @@ def _validate(
             except ValidationError as exc:
                 problems += _pydantic_problems(exc, (key, i), loaded.locate, seen)
                 name = item.get(_NAME_KEYS.get(key, "")) if isinstance(item, dict) else None
-                if isinstance(name, str):
-                    left_out.setdefault(key, []).append(name)
+                if isinstance(name, str | int) and not isinstance(name, bool):
+                    left_out.setdefault(key, []).append(str(name))
+                else:  # no readable name: a reference to any name may be to this item
+                    left_out.setdefault(key, []).append(model.ANY_NAME)
         parts[key] = valid
     state = DesiredState(**parts)
     more_providers, more_numbers = left_out.get("providers", []), left_out.get("extensions", [])
-    issues = model.cross_check(state, index, more_providers, more_numbers) if cross_checks else []
+    issues = model.cross_check(state, index, more_providers, more_numbers, left_out) if cross_checks else []
     for issue in issues:
         file, line = loaded.locate(issue.path)
         problems.append(Problem(file, line, field_name(issue.path), issue.message))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -251,6 +251,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+class SmtpSettings(_Model):
+    """Where voicemail e-mails are sent (msmtp in the PBX container submits them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    host: Host = Field(description="SMTP server host name or address.")
+    port: Port = Field(587, description="SMTP port (587 submission with starttls, 465 tls, 25 none).")
+    tls: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls, tls (implicit) or none."
+    )
+    username: MaybeSecret | None = Field(None, description="Login user: a literal or a ${NAME} reference.")
+    password: Secret | None = Field(None, description="Login password: a ${NAME} reference.")
+    from_address: Email = Field(alias="from", description="Sender address of voicemail e-mails.")
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> SmtpSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither (no login)")
+        return self
+
+
 class PbxSettings(_Model):
     """PBX-wide settings: where SIP listens, which address goes into SDP, NAT and codecs."""
 
@@ -269,6 +290,7 @@ class PbxSettings(_Model):
         min_length=1,
         description="Codecs, in order of preference.",
     )
+    smtp: SmtpSettings | None = Field(None, description="Mail server for voicemail to e-mail.")
 
 
 # `register` is the documented YAML key; it shadows only ModelMetaclass.register (ABC), which nothing
@@ -340,6 +362,15 @@ class Extension(_Model):
     password: Secret = Field(description="SIP password: a ${NAME} reference.")
     voicemail: bool | Voicemail = Field(False, description="true, or {pin: ${NAME}, email: ...}.")
     codecs: list[Codec] | None = Field(None, min_length=1, description="Codecs (default: pbx.codecs).")
+    devices: Int = Field(1, ge=1, le=10, description="How many phones may register at once; all ring.")
+    pickup_group: str | None = Field(
+        None,
+        pattern=NAME_RE,
+        max_length=40,
+        description="Calls ringing here can be picked up with *8 by the group.",
+    )
+    dnd: bool = Field(False, description="Do not disturb (default; *78 / *79 on the phone change it).")
+    forward: Forward | None = Field(None, description="Call forwarding defaults (*72/*90/*52 change them).")
 
     @property
     def has_voicemail(self) -> bool:
@@ -352,6 +383,259 @@ class Extension(_Model):
         # The shared default (models are frozen): building a Voicemail per call cost ~2 s per
         # render at 50,000 extensions.
         return self.voicemail if isinstance(self.voicemail, Voicemail) else DEFAULT_VOICEMAIL
+
+
+# --- targets: where a call can be sent -----------------------------------------------------------
+
+TARGET_KINDS = ("extension", "ring_group", "menu", "queue", "voicemail", "hangup")
+TARGET_HELP = (
+    "must be a target: extension:4001, ring_group:600, menu:main, queue:700, voicemail:4001 or hangup "
+    "(a bare number is an extension)"
+)
+TARGET_PATTERN = (
+    r"[0-9]{1,15}|(?:extension|ring_group|queue|voicemail):[0-9]{1,15}|menu:[a-z][a-z0-9_]{0,39}|hangup"
+)
+_TARGET_RE = re.compile(TARGET_PATTERN)
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """A parsed target: `kind` is one of TARGET_KINDS, `value` the number or name ('' for hangup)."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "hangup" else f"{self.kind}:{self.value}"
+
+
+def parse_target(text: str) -> TargetRef:
+    """`extension:4001` → TargetRef("extension", "4001"); a bare number is an extension. Raises
+    ValueError with TARGET_HELP for anything else."""
+    if re.fullmatch(r"[0-9]{1,15}", text):
+        return TargetRef("extension", text)
+    if _TARGET_RE.fullmatch(text) is None:
+        raise ValueError(TARGET_HELP)
+    if text == "hangup":
+        return TargetRef("hangup", "")
+    kind, _, value = text.partition(":")
+    return TargetRef(kind, value)
+
+
+def _target(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f'must be a quoted string, e.g. "extension:{value}" (YAML reads {value} as a number)'
+        )
+    if isinstance(value, str):
+        parse_target(value)
+    return value
+
+
+Target = Annotated[
+    str,
+    BeforeValidator(_target),
+    Field(
+        description="Where the call goes: extension:N, ring_group:N, menu:NAME, queue:N, voicemail:N, hangup."
+    ),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^(?:{TARGET_PATTERN})$",
+            "description": "extension:N, ring_group:N, menu:NAME, queue:N, voicemail:N or hangup.",
+        }
+    ),
+]
+
+
+class ScheduleChoice(_Model):
+    """A target chosen by a schedule: `open` while the schedule is open, `closed` otherwise."""
+
+    schedule: str = Field(pattern=NAME_RE, max_length=40, description="Name of a schedule in schedules.")
+    open: Target
+    closed: Target
+
+
+class Forward(_Model):
+    """Call forwarding of an extension (the defaults; a phone can change them with feature codes)."""
+
+    always: Target | None = Field(None, description="Every call goes here instead; the phone does not ring.")
+    busy: Target | None = Field(None, description="Where a call goes when the extension is busy.")
+    no_answer: Target | None = Field(None, description="Where a call goes after ringing unanswered.")
+
+
+class RingGroup(_Model):
+    """A number that rings several extensions: all at once (ringall) or one after another (hunt)."""
+
+    number: Digits = Field(description="The group's number: dialled from an extension, or a target.")
+    name: str = Field(pattern=DISPLAY_NAME_RE, max_length=40, description="Display name.")
+    members: list[Digits] = Field(min_length=1, max_length=100, description="Extension numbers that ring.")
+    strategy: Literal["ringall", "hunt"] = Field(
+        "ringall", description="ringall: all at once; hunt: in order."
+    )
+    ring_seconds: Int = Field(20, ge=5, le=300, description="How long it rings (hunt: each member).")
+    fallback: Target = Field("hangup", description="Where an unanswered call goes.")
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN_RE = re.compile(
+    r"(?P<days>daily|(?:mon|tue|wed|thu|fri|sat|sun)(?:-(?:mon|tue|wed|thu|fri|sat|sun))?"
+    r"(?:,(?:mon|tue|wed|thu|fri|sat|sun)(?:-(?:mon|tue|wed|thu|fri|sat|sun))?)*)"
+    r" (?P<start>[0-2][0-9]:[0-5][0-9])-(?P<end>[0-2][0-9]:[0-5][0-9])"
+)
+SPAN_HELP = 'must be days and hours like "mon-fri 09:00-18:00", "sat 10:00-14:00" or "daily 08:00-20:00"'
+
+
+@dataclass(frozen=True)
+class OpenSpan:
+    """One `open` line of a schedule: the weekdays (0 = Monday) and minutes since midnight [start, end)."""
+
+    days: tuple[int, ...]
+    start: int
+    end: int
+    day_ranges: tuple[str, ...]  # as Asterisk's GotoIfTime takes them: "mon-fri", "sat"
+
+    def hhmm(self, minutes: int) -> str:
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    @property
+    def times(self) -> str:
+        return f"{self.hhmm(self.start)}-{self.hhmm(self.end)}"
+
+
+def parse_span(text: str) -> OpenSpan:
+    """`mon-fri 09:00-18:00` → OpenSpan. Raises ValueError."""
+    match = _SPAN_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(SPAN_HELP)
+    start, end = (int(t[:2]) * 60 + int(t[3:]) for t in (match["start"], match["end"]))
+    if start >= 24 * 60 or end > 24 * 60:
+        raise ValueError("hours run from 00:00 to 24:00")
+    if end <= start:
+        raise ValueError(
+            f"{match['end']} is not after {match['start']}: write a span past midnight as two lines"
+        )
+    days: list[int] = []
+    ranges: list[str] = []
+    for part in ("mon-sun" if match["days"] == "daily" else match["days"]).split(","):
+        first, _, last = part.partition("-")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        if b < a:
+            raise ValueError(f"{part}: write days in week order (mon-sun)")
+        days.extend(range(a, b + 1))
+        ranges.append(part)
+    return OpenSpan(tuple(sorted(set(days))), start, end, tuple(ranges))
+
+
+def _span(value: str) -> str:
+    parse_span(value)
+    return value
+
+
+def _date(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be a date written YYYY-MM-DD") from None
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+def _timezone(value: str) -> str:
+    import zoneinfo
+
+    if not re.fullmatch(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*", value) or ".." in value:
+        raise ValueError("must be a time zone name such as Europe/Madrid or UTC")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {echo(value)} (write it as Europe/Madrid, America/New_York or UTC)"
+        ) from None
+    return value
+
+
+Span = Annotated[str, AfterValidator(_span), Field(description='Days and hours, e.g. "mon-fri 09:00-18:00".')]
+DateText = Annotated[
+    str,
+    BeforeValidator(_date),
+    Field(description="A date, YYYY-MM-DD."),
+    WithJsonSchema({"type": "string", "format": "date"}),
+]
+
+
+class Schedule(_Model):
+    """Office hours: open during any `open` span, closed otherwise and on `closed_dates`."""
+
+    name: str = Field(pattern=NAME_RE, max_length=40, description="Schedule name.")
+    timezone: Annotated[str, AfterValidator(_timezone)] = Field("UTC", description="Time zone of the hours.")
+    open: list[Span] = Field(min_length=1, description='When it is open, e.g. ["mon-fri 09:00-18:00"].')
+    closed_dates: list[DateText] = Field(
+        default_factory=list, description="Whole days it is closed (holidays)."
+    )
+
+    @property
+    def spans(self) -> list[OpenSpan]:
+        return [parse_span(s) for s in self.open]
+
+
+SOUND_RE = r"^[a-z0-9][a-z0-9_-]*(?:/[a-z0-9][a-z0-9_-]*)*$"
+MENU_KEY_RE = r"^[0-9*#]$"
+
+
+def _menu_options(value: Any) -> Any:
+    """YAML reads `1:` as the number 1: a single digit key is the digit."""
+    if isinstance(value, dict):
+        return {
+            (str(k) if isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= 9 else k): v
+            for k, v in value.items()
+        }
+    return value
+
+
+MenuKey = Annotated[str, Field(pattern=MENU_KEY_RE)]
+
+
+class Menu(_Model):
+    """An auto-attendant: answers, plays `prompt`, and sends the caller where the key pressed says."""
+
+    name: str = Field(pattern=NAME_RE, max_length=40, description="Menu name (target menu:NAME).")
+    prompt: str = Field(
+        pattern=SOUND_RE,
+        max_length=80,
+        description="A sound shipped with Asterisk, without extension (e.g. demo-congrats).",
+    )
+    options: Annotated[dict[MenuKey, Target], BeforeValidator(_menu_options)] = Field(
+        min_length=1, description='Key → target, e.g. {"1": ring_group:600, "0": extension:4000}.'
+    )
+    wait_seconds: Int = Field(5, ge=1, le=60, description="How long to wait for a key after the prompt.")
+    timeout: Target = Field("hangup", description="Where the call goes when no key is pressed.")
+    invalid: Target = Field("hangup", description="Where the call goes after a key with no option.")
+
+
+QueueStrategy = Literal["ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear"]
+
+
+class Queue(_Model):
+    """A call queue: callers wait with music on hold until a member answers."""
+
+    number: Digits = Field(description="The queue's number: dialled from an extension, or a target.")
+    name: str = Field(pattern=NAME_RE, max_length=40, description="Queue name (lower case).")
+    members: list[Digits] = Field(min_length=1, max_length=200, description="Extension numbers that answer.")
+    strategy: QueueStrategy = Field("ringall", description="How members are rung.")
+    music: str = Field("default", pattern=NAME_RE, max_length=40, description="Music on hold class.")
+    ring_seconds: Int = Field(15, ge=5, le=120, description="How long each attempt rings a member.")
+    max_wait_seconds: Int = Field(300, ge=10, le=7200, description="After this, the call goes to fallback.")
+    fallback: Target = Field("hangup", description="Where a call goes after max_wait_seconds.")
+
+
+MUSIC_CLASSES = ("default",)  # Debian's packaged music on hold (asterisk-moh-opsound)
 
 
 class OutboundRoute(_Model):
@@ -379,11 +663,14 @@ class OutboundRoute(_Model):
 
 
 class InboundRoute(_Model):
-    """Calls from a provider to a DID, sent to an extension."""
+    """Calls from a provider to a DID, sent to a target."""
 
     provider: ProviderName = Field(description="Name of the provider the call comes from.")
     did: str = Field(pattern=DID_RE, description="Called number as the provider sends it.")
-    to: Digits = Field(description="Extension number that rings.")
+    to: Target | ScheduleChoice = Field(
+        description="Where the call goes: a target (a bare number is an extension) or "
+        "{schedule: NAME, open: target, closed: target}."
+    )
 
 
 class DesiredState(_Model):
@@ -394,6 +681,12 @@ class DesiredState(_Model):
     extensions: list[Extension] = Field(default_factory=list, description="Internal phones.")
     outbound: list[OutboundRoute] = Field(default_factory=list, description="Outbound routes.")
     inbound: list[InboundRoute] = Field(default_factory=list, description="Inbound DIDs.")
+    ring_groups: list[RingGroup] = Field(
+        default_factory=list, description="Numbers that ring several extensions."
+    )
+    schedules: list[Schedule] = Field(default_factory=list, description="Office hours for inbound routes.")
+    menus: list[Menu] = Field(default_factory=list, description="Auto-attendants.")
+    queues: list[Queue] = Field(default_factory=list, description="Call queues with music on hold.")
 
 
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DesiredState.model_fields)
@@ -413,7 +706,8 @@ class SecretUse:
 
     path: Path
     ref: SecretRef
-    kind: Literal["password", "username", "pin"]
+    # "issued": a password someone else issued (the mail server's): its strength is not ours to judge.
+    kind: Literal["password", "username", "pin", "issued"]
     owner: str  # extension number or provider name
 
     @property
@@ -424,12 +718,20 @@ class SecretUse:
 def secret_refs(state: DesiredState) -> list[SecretUse]:
     """Every secret reference in `state`, with its field path, in declaration order."""
     uses: list[SecretUse] = []
+    kind: Literal["password", "username", "issued"]
     for i, p in enumerate(state.providers):
         for field in ("username", "password", "from_user"):
             value = getattr(p, field)
             if isinstance(value, SecretRef):
-                kind: Literal["password", "username"] = "password" if field == "password" else "username"
+                kind = "password" if field == "password" else "username"
                 uses.append(SecretUse(("providers", i, field), value, kind, p.name))
+    smtp = state.pbx.smtp
+    if smtp is not None:
+        for field in ("username", "password"):
+            value = getattr(smtp, field)
+            if isinstance(value, SecretRef):
+                kind = "issued" if field == "password" else "username"
+                uses.append(SecretUse(("pbx", "smtp", field), value, kind, "smtp"))
     append = uses.append
     for i, e in enumerate(state.extensions):
         ref = e.password
@@ -486,10 +788,12 @@ def cross_check(
     index: dict[tuple[str, int], int] | None = None,
     more_providers: Iterable[str] = (),
     more_numbers: Iterable[str] = (),
+    left_out: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Issue]:
     """The rules that relate objects to each other. `index` maps a list position in `state` to the
     position in the files (when invalid items were left out of `state`); `more_providers` and
-    `more_numbers` are names of such left-out items, so a reference to them is no second problem."""
+    `more_numbers` are names of such left-out items, so a reference to them is no second problem;
+    `left_out` has them for every list (key → names or numbers)."""
 
     def at(key: str, i: int, *rest: str | int) -> Path:
         return (key, (index or {}).get((key, i), i), *rest)
@@ -544,8 +848,6 @@ def cross_check(
     for i, inbound in enumerate(state.inbound):
         if inbound.provider not in providers:
             issues.append(_unknown_provider(at("inbound", i, "provider"), inbound.provider, providers))
-        if inbound.to not in known_numbers:
-            issues.append(Issue(at("inbound", i, "to"), f"no extension {inbound.to!r}"))
         did_key = (inbound.provider, inbound.did)
         if did_key in seen_did:
             issues.append(
@@ -555,4 +857,172 @@ def cross_check(
                 )
             )
         seen_did.setdefault(did_key, at("inbound", i, "did"))
+    issues.extend(_check_features(state, at, known_numbers, left_out or {}))
     return issues
+
+
+ANY_NAME = "*"  # in `left_out`: an item was left out whose name could not be read
+_TARGET_LISTS = {
+    "extension": "extensions",
+    "voicemail": "extensions",
+    "ring_group": "ring_groups",
+    "queue": "queues",
+    "menu": "menus",
+}
+
+
+class _Everything(set[str]):
+    """A set that holds every name (references cannot be judged yet)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _check_features(
+    state: DesiredState, at: Any, known_numbers: set[str], left_out: Mapping[str, Iterable[str]]
+) -> Iterator[Issue]:
+    """Ring groups, queues, menus, schedules, forwards and every target: names unique, references
+    resolve, numbers do not collide, and no chain of automatic moves loops. A reference to an item
+    left out for its own problem (`left_out`) is not a second problem."""
+    # An extension left out with an unreadable number (`"40a2"`, a list) may be the one a reference
+    # means: references are judged once it is fixed.
+    if any(not n.isdigit() for n in left_out.get("extensions", ())):
+        known_numbers = _Everything()
+    groups = {g.number for g in state.ring_groups} | set(left_out.get("ring_groups", ()))
+    queues = {q.number for q in state.queues} | set(left_out.get("queues", ()))
+    menus = {m.name for m in state.menus} | set(left_out.get("menus", ()))
+    schedules = {s.name for s in state.schedules} | set(left_out.get("schedules", ()))
+    mailboxes = {e.number for e in state.extensions if e.has_voicemail} | set(left_out.get("extensions", ()))
+
+    for key, attr, what in (
+        ("ring_groups", "number", "ring group number"),
+        ("queues", "number", "queue number"),
+        ("queues", "name", "queue name"),
+        ("menus", "name", "menu name"),
+        ("schedules", "name", "schedule name"),
+    ):
+        items = getattr(state, key)
+        for path, name, first in _duplicates(
+            (at(key, i, attr), getattr(item, attr)) for i, item in enumerate(items)
+        ):
+            yield Issue(path, f"duplicate {what} {name!r} (first at {_fmt(first)})")
+
+    # A ring group or queue number is an exact dialplan entry beside the extensions and routes.
+    taken: dict[str, str] = {e.number: f"extension {e.number}" for e in state.extensions}
+    for route in state.outbound:
+        for number in route.numbers or []:
+            taken.setdefault(number, f"route {route.name}")
+    for key, what in (("ring_groups", "ring group"), ("queues", "queue")):
+        if ANY_NAME in left_out.get(key, ()):
+            continue
+        for i, item in enumerate(getattr(state, key)):
+            path = at(key, i, "number")
+            other = taken.get(item.number)
+            if other is not None and other != f"{what} {item.number}":
+                yield Issue(path, f"number {item.number} is already {other}")
+            taken.setdefault(item.number, f"{what} {item.number}")
+            for route in state.outbound:
+                if route.prefix is not None and item.number.startswith(route.prefix):
+                    yield Issue(
+                        path,
+                        f"number {item.number} starts with prefix {route.prefix!r} of route {route.name}",
+                    )
+            for j, member in enumerate(item.members):
+                if member not in known_numbers:
+                    yield Issue(at(key, i, "members", j), f"no extension {member!r}")
+            for path_, member, first in _duplicates(
+                (at(key, i, "members", j), m) for j, m in enumerate(item.members)
+            ):
+                yield Issue(path_, f"extension {member} is listed twice (first at {_fmt(first)})")
+
+    def check(path: Path, text: str, own: str | None = None) -> Iterator[Issue]:
+        ref = parse_target(text)
+        if ANY_NAME in left_out.get(_TARGET_LISTS.get(ref.kind, ""), ()):
+            return
+        if ref.kind == "extension" and ref.value not in known_numbers:
+            yield Issue(path, f"no extension {ref.value!r}")
+        elif ref.kind == "ring_group" and ref.value not in groups:
+            yield Issue(
+                path, f"no ring group {ref.value!r} (known: {', '.join(sorted(groups)) or 'none defined'})"
+            )
+        elif ref.kind == "queue" and ref.value not in queues:
+            yield Issue(
+                path, f"no queue {ref.value!r} (known: {', '.join(sorted(queues)) or 'none defined'})"
+            )
+        elif ref.kind == "menu" and ref.value not in menus:
+            yield Issue(path, f"no menu {ref.value!r} (known: {', '.join(sorted(menus)) or 'none defined'})")
+        elif ref.kind == "voicemail" and ref.value not in mailboxes:
+            yield Issue(path, f"extension {ref.value!r} has no voicemail (set voicemail: true on it)")
+        if own is not None and ref.kind == "extension" and ref.value == own:
+            yield Issue(path, f"extension {own} cannot forward to itself")
+
+    for i, inbound in enumerate(state.inbound):
+        to = inbound.to
+        if isinstance(to, ScheduleChoice):
+            if to.schedule not in schedules:
+                yield Issue(
+                    at("inbound", i, "to", "schedule"),
+                    f"no schedule {to.schedule!r} (known: {', '.join(sorted(schedules)) or 'none defined'})",
+                )
+            yield from check(at("inbound", i, "to", "open"), to.open)
+            yield from check(at("inbound", i, "to", "closed"), to.closed)
+        else:
+            yield from check(at("inbound", i, "to"), to)
+    for i, group in enumerate(state.ring_groups):
+        yield from check(at("ring_groups", i, "fallback"), group.fallback)
+    for i, queue in enumerate(state.queues):
+        yield from check(at("queues", i, "fallback"), queue.fallback)
+        if queue.music not in MUSIC_CLASSES:
+            yield Issue(
+                at("queues", i, "music"),
+                f"no music class {queue.music!r} (known: {', '.join(MUSIC_CLASSES)})",
+            )
+    for i, menu in enumerate(state.menus):
+        for key, target in menu.options.items():
+            yield from check(at("menus", i, "options", key), target)
+        yield from check(at("menus", i, "timeout"), menu.timeout)
+        yield from check(at("menus", i, "invalid"), menu.invalid)
+    for i, ext in enumerate(state.extensions):
+        if ext.forward is not None:
+            for name in ("always", "busy", "no_answer"):
+                target = getattr(ext.forward, name)
+                if target is not None:
+                    yield from check(at("extensions", i, "forward", name), target, own=ext.number)
+    yield from _automatic_loops(state, at)
+
+
+def _automatic_loops(state: DesiredState, at: Any) -> Iterator[Issue]:
+    """A chain of moves nobody chooses (forwards, fallbacks) that comes back to where it started
+    would ring in a circle: refused. A menu breaks a chain (the caller chooses)."""
+    edges: dict[str, list[tuple[str, Path]]] = {}
+    for i, ext in enumerate(state.extensions):
+        if ext.forward is not None:
+            for name in ("always", "busy", "no_answer"):
+                target = getattr(ext.forward, name)
+                if target is not None:
+                    edges.setdefault(f"extension:{ext.number}", []).append(
+                        (str(parse_target(target)), at("extensions", i, "forward", name))
+                    )
+    for i, group in enumerate(state.ring_groups):
+        edges.setdefault(f"ring_group:{group.number}", []).append(
+            (str(parse_target(group.fallback)), at("ring_groups", i, "fallback"))
+        )
+    for i, queue in enumerate(state.queues):
+        edges.setdefault(f"queue:{queue.number}", []).append(
+            (str(parse_target(queue.fallback)), at("queues", i, "fallback"))
+        )
+    reported: set[str] = set()
+    for start in sorted(edges):
+        stack: list[tuple[str, list[str], Path | None]] = [(start, [start], None)]
+        while stack:
+            node, trail, first_path = stack.pop()
+            for nxt, path in edges.get(node, []):
+                step_path = first_path or path
+                if nxt == start:
+                    if start not in reported:
+                        reported.update(trail)
+                        yield Issue(
+                            step_path, "calls would go round in a circle: " + " -> ".join([*trail, start])
+                        )
+                elif nxt not in trail and len(trail) < 50:
+                    stack.append((nxt, [*trail, nxt], step_path))

@@ -29,14 +29,30 @@ import jinja2
 import jinja2.runtime
 from pydantic import BaseModel
 
-from reconciler.desired.model import DesiredState, Extension, SecretRef, field_name, host_port, secret_refs
+from reconciler.desired.model import (
+    DesiredState,
+    Extension,
+    OpenSpan,
+    SecretRef,
+    field_name,
+    host_port,
+    parse_target,
+    secret_refs,
+)
 from reconciler.desired.model import Path as FieldPath
 from reconciler.errors import Problem, ReconcilerError, ValidationFailed
 from reconciler.markers import REVISION_HELP, pjsip_marker, rev12, valid_revision
 from reconciler.settings import Settings
 from reconciler.textrules import unsafe_character, unsafe_lines
 
-RENDERED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
+RENDERED_FILES = (
+    "pjsip.conf",
+    "extensions.conf",
+    "voicemail.conf",
+    "queues.conf",
+    "musiconhold.conf",
+    "msmtprc",
+)
 HEADER = "; Managed by asterisk-gitops: do not edit, changes are overwritten."
 
 
@@ -164,6 +180,52 @@ def _number_key(number: str) -> tuple[int, str]:
 EXTENSION_RING_S = 20
 OUTBOUND_DIAL_S = 60
 MAILBOX_CODE = "*97"
+# Feature codes dialled from a phone (README "Feature codes"); `_X.` after the ones that take a number.
+FEATURE_CODES = {
+    "fwd_always": "*72",
+    "fwd_always_off": "*73",
+    "fwd_busy": "*90",
+    "fwd_busy_off": "*91",
+    "fwd_noanswer": "*52",
+    "fwd_noanswer_off": "*53",
+    "dnd_on": "*78",
+    "dnd_off": "*79",
+    "pickup_group": "*8",
+    "pickup_direct": "**",
+}
+# How many targets one call may pass through (a phone forwarding in a circle ends there).
+MAX_HOPS = 10
+MOH_DIR = "/usr/share/asterisk/moh"  # Debian's asterisk-moh-opsound files
+MSMTPRC = "/etc/asterisk/managed/msmtprc"
+MAIL_COMMAND = f"/usr/bin/msmtp -C {MSMTPRC} -t"
+# Where each kind of target goes in the dialplan: `Goto(<context>,<exten>,1)`.
+TARGET_CONTEXTS = {
+    "extension": "gitops-ext",
+    "ring_group": "gitops-rg",
+    "queue": "gitops-queue",
+    "voicemail": "gitops-vm",
+}
+
+
+def target_destination(target: str) -> str:
+    """`ring_group:600` → `gitops-rg,600`: the context and extension a target's calls go to
+    (`Goto(<this>,1)`); `menu:main` → `gitops-menu-main,s`, `hangup` → `gitops-hangup,s`."""
+    ref = parse_target(target)
+    if ref.kind == "menu":
+        return f"gitops-menu-{ref.value},s"
+    if ref.kind == "hangup":
+        return "gitops-hangup,s"
+    return f"{TARGET_CONTEXTS[ref.kind]},{ref.value}"
+
+
+def gotoiftime_range(span: OpenSpan) -> str:
+    """`09:00-18:00` as GotoIfTime takes it; an end at 24:00 is written 23:59 (Asterisk has no 24:00)."""
+    return f"{span.hhmm(span.start)}-{span.hhmm(min(span.end, 24 * 60 - 1))}"
+
+
+def msmtp_quote(value: str) -> str:
+    """A value as one msmtp configuration argument: in double quotes, `\\` and `\"` escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def extension_pattern(number: str) -> str:
@@ -223,12 +285,26 @@ def template_context(state: DesiredState, revision: str) -> dict[str, Any]:
         "ring_s": EXTENSION_RING_S,
         "dial_s": OUTBOUND_DIAL_S,
         "mailbox_code": MAILBOX_CODE,
+        "codes": FEATURE_CODES,
+        "max_hops": MAX_HOPS,
+        "ring_groups": sorted(state.ring_groups, key=lambda g: _number_key(g.number)),
+        "queues": sorted(state.queues, key=lambda q: _number_key(q.number)),
+        "menus": sorted(state.menus, key=lambda m: m.name),
+        "schedules": sorted(state.schedules, key=lambda s: s.name),
+        "extension_names": {e.number: e.name for e in state.extensions},
+        "moh_dir": MOH_DIR,
+        "mail_command": MAIL_COMMAND,
     }
 
 
 @jinja2.pass_context
 def _secret_filter(context: jinja2.runtime.Context, value: str) -> str:
     return conf_escape(_secret(value, context["secrets"]))
+
+
+@jinja2.pass_context
+def _msmtp_secret_filter(context: jinja2.runtime.Context, value: str) -> str:
+    return msmtp_quote(_secret(value, context["secrets"]))
 
 
 @jinja2.pass_context
@@ -250,6 +326,9 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
     )
     env.filters["secret"] = _secret_filter
     env.filters["conf"] = conf_escape
+    env.filters["msmtp_secret"] = _msmtp_secret_filter
+    env.globals["dest"] = target_destination
+    env.globals["gotoiftime"] = gotoiftime_range
     env.globals["mailbox_pin"] = _mailbox_pin_global
     env.globals["host_port"] = host_port
     return env

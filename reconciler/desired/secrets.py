@@ -107,6 +107,8 @@ def weakness(use: SecretUse, value: str) -> str | None:
         return f"contains {unsafe}"
     if value != value.strip():
         return "has leading/trailing spaces"
+    if use.kind == "issued":
+        return "is empty" if not value else None
     if use.kind == "username":
         if not value:
             return "is empty"

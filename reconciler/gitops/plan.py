@@ -29,6 +29,9 @@ RELOAD_COMMANDS: dict[str, str] = {
     "pjsip.conf": "module reload res_pjsip.so",
     "extensions.conf": "dialplan reload",
     "voicemail.conf": "module reload app_voicemail.so",
+    "musiconhold.conf": "module reload res_musiconhold.so",
+    "queues.conf": "module reload app_queue.so",
+    # msmtprc: read by msmtp at each voicemail e-mail, nothing to reload
 }
 # What an apply runs for a changed transport with the default restart policy (`--restart idle`).
 RESTART_COMMAND = RESTART_WHEN_IDLE
@@ -37,10 +40,13 @@ _REVISION_LINE = re.compile(r"^;\s*revision:.*$")
 _MARKER_SECTION = re.compile(rf"^\[{PJSIP_MARKER_PREFIX}[^\]\s]+\]")
 _MARKER_COMMENT = re.compile(rf"^;.*{PJSIP_MARKER_PREFIX}\S+")
 _META_LINE = re.compile(rf"^exten\s*=>\s*{DIALPLAN_EXTEN}\s*,\s*1\s*,\s*NoOp\([^)]*\)\s*$")
-_SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
+# `key = value` (Asterisk) or `key value` (msmtprc).
+_SECRET_KEY = re.compile(r"^(\s*(?:password|secret|md5_cred)(?:\s*=>?\s*|\s+))(\S.*?)(\s*)$", re.IGNORECASE)
 # Keys whose value can come from a `${NAME}` reference (a provider's user name): masked by position,
 # not by value, so an old value that is no longer among the current secrets is hidden too.
-_USER_KEY = re.compile(r"^(\s*(?:username|from_user|contact_user)\s*=>?\s*)(\S.*?)(\s*)$", re.IGNORECASE)
+_USER_KEY = re.compile(
+    r"^(\s*(?:username|from_user|contact_user|user)(?:\s*=>?\s*|\s+))(\S.*?)(\s*)$", re.IGNORECASE
+)
 _USERINFO_KEY = re.compile(r"^(\s*(?:client_uri|contact)\s*=>?\s*sips?:)([^@\s;]+)(@.*)$", re.IGNORECASE)
 _SECTION_LINE = re.compile(r"^\s*\[([^\]]*)\]")
 _SECTION_HEADER = re.compile(r"^[^\S\n]*\[([^\]\n]*)\]", re.MULTILINE)  # _SECTION_LINE, in a text
@@ -523,6 +529,10 @@ _KIND_WORDS = {
     "provider": "provider",
     "outbound": "route",
     "inbound": "inbound route",
+    "ring_group": "ring group",
+    "schedule": "schedule",
+    "menu": "menu",
+    "queue": "queue",
 }
 # pbx fields that shape the transports (`[transport-*]` in pjsip.conf): a change needs a restart.
 _TRANSPORT_FIELDS = ("bind", "port", "tls_port", "external_address", "local_net")

@@ -162,7 +162,10 @@ def test_schema_is_json_schema_of_a_desired_file(cli: Cli) -> None:
     result = cli("schema")
     assert result.code == 0
     schema = json.loads(result.stdout)
-    assert set(schema["properties"]) == {"pbx", "providers", "extensions", "outbound", "inbound"}
+    assert set(schema["properties"]) == {
+        *("pbx", "providers", "extensions", "outbound", "inbound"),
+        *("ring_groups", "schedules", "menus", "queues"),
+    }
     assert schema["additionalProperties"] is False
     assert "required" not in schema
     ext = schema["$defs"]["Extension"]
