@@ -748,3 +748,61 @@ def parse_transports(text: str) -> list[TransportInfo]:
         if match:
             rows.append(TransportInfo(match["name"], match["proto"].lower(), match["bind"]))
     return rows
+
+
+# --- office features: AstDB settings from the phones, queues -------------------------------------
+
+_ASTDB_LINE = re.compile(r"^/([^/\s]+)/(\S+?)\s*:\s*(.*?)\s*$")
+
+
+def parse_database_show(text: str) -> dict[str, dict[str, str]]:
+    """`database show FAMILY` → family → key → value (`/gitops-dnd/4001  : on`)."""
+    result: dict[str, dict[str, str]] = {}
+    for raw in text.splitlines():
+        match = _ASTDB_LINE.match(_ANSI.sub("", raw))
+        if match:
+            result.setdefault(match[1], {})[match[2]] = match[3]
+    return result
+
+
+@dataclass(frozen=True)
+class QueueMember:
+    name: str
+    interface: str
+    state: str  # as app_queue says it: Not in use, In use, Ringing, Unavailable, Busy, ...
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    waiting: int
+    strategy: str
+    members: tuple[QueueMember, ...] = ()
+
+
+_QUEUE_HEAD = re.compile(r"^(\S+) has (\d+) calls? \(.*?\) in '([^']*)' strategy")
+_QUEUE_MEMBER = re.compile(r"^\s+(.+?) \((\S+?)(?: from \S+)?\)(?: \([^)]*\))*? \(([^)]+)\) has ")
+
+
+def parse_queue_show(text: str) -> list[QueueInfo]:
+    """`queue show` → one QueueInfo per queue: callers waiting, strategy, members and their state."""
+    queues: list[QueueInfo] = []
+    name = strategy = ""
+    waiting = 0
+    members: list[QueueMember] = []
+    for raw in text.splitlines():
+        line = _ANSI.sub("", raw).rstrip()
+        head = _QUEUE_HEAD.match(line)
+        if head:
+            if name:
+                queues.append(QueueInfo(name, waiting, strategy, tuple(members)))
+            name, waiting, strategy, members = head[1], int(head[2]), head[3], []
+            continue
+        member = _QUEUE_MEMBER.match(line)
+        if member and name:
+            # the last parenthesised word before "has" is the member's state
+            states = re.findall(r"\(([^)]+)\)", line.split(" has ")[0])
+            members.append(QueueMember(member[1], member[2], states[-1] if states else member[3]))
+    if name:
+        queues.append(QueueInfo(name, waiting, strategy, tuple(members)))
+    return queues

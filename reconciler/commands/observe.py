@@ -132,22 +132,56 @@ def print_status(status: dict[str, Any], console: Console) -> None:
             title=f"Extensions ({summary['extensions_online']} of {summary['extensions_total']} online)",
             title_justify="left",
         )
-        for col in ("ext", "name", "state", "contact", "user agent", "RTT"):
+        for col in ("ext", "name", "state", "contact", "user agent", "RTT", "calls"):
             table.add_column(col)
         for e in status["extensions"]:
             c = (e.get("contacts") or [{}])[0]
             style = {"online": "green", "unreachable": "yellow"}.get(e["state"], "dim")
+            devices = len(e.get("contacts") or [])
             table.add_row(
                 e["number"],
                 e.get("name") or "",
-                Text(e["state"], style=style),
+                Text(e["state"] + (f" ({devices} devices)" if devices > 1 else ""), style=style),
                 c.get("address") or "",
                 c.get("user_agent") or "",
                 _rtt(c.get("rtt_ms")),
+                call_settings_text(e.get("calls") or {}),
             )
+        console.print(table)
+    if status.get("queues"):
+        table = Table(title="Queues", title_justify="left")
+        for col in ("queue", "waiting", "strategy", "members"):
+            table.add_column(col)
+        for q in status["queues"]:
+            members = ", ".join(
+                f"{m['interface'].split('/')[1].split('@')[0]} {m['state']}" for m in q["members"]
+            )
+            table.add_row(q["name"], str(q["waiting"]), q["strategy"], members)
         console.print(table)
     for problem in status["summary"]["problems"]:
         console.print(Text("problem: " + problem, style="bold red"))
+
+
+_SETTING_WORDS = {
+    "dnd": "DND",
+    "forward_always": "forward always",
+    "forward_busy": "forward busy",
+    "forward_no_answer": "forward no answer",
+}
+
+
+def call_settings_text(calls: dict[str, Any]) -> str:
+    """`DND on (phone), forward busy → voicemail:4002` for the settings that act; "" for none."""
+    parts = []
+    for key, word in _SETTING_WORDS.items():
+        setting = calls.get(key) or {}
+        value = setting.get("value")
+        if value:
+            shown = "on" if key == "dnd" else f"→ {value}"
+            parts.append(f"{word} {shown}" + (" (phone)" if setting.get("source") == "phone" else ""))
+        elif setting.get("source") == "phone" and setting.get("desired"):
+            parts.append(f"{word} off (phone)")
+    return ", ".join(parts)
 
 
 def status_exit_code(status: dict[str, Any]) -> int:

@@ -6,6 +6,7 @@ here. The store's per-object checks are `reconciler.asterisk.store.verification_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,14 @@ class Expectations:
     emergency: tuple[str, ...]
     mailboxes: frozenset[str]
     transports: Mapping[str, str] = field(default_factory=dict)
+    queues: frozenset[str] = frozenset()  # queue names queues.conf defines
+    music_classes: frozenset[str] = frozenset()  # musiconhold.conf's classes
+
+
+QUEUES_QUERY = "queue show"
+MOH_QUERY = "moh show classes"
+_QUEUE_LINE = re.compile(r"^(\S+) has \d+ calls? ", re.MULTILINE)
+_MOH_CLASS = re.compile(r"^Class: (\S+)", re.MULTILINE)
 
 
 def expected_transports(pjsip_conf: str | None) -> dict[str, str]:
@@ -94,7 +103,14 @@ def expectations(state: Any, on_disk: Mapping[str, str]) -> Expectations:
         tuple(emergency),
         frozenset(mailboxes),
         expected_transports(on_disk.get("pjsip.conf")),
+        _sections(on_disk.get("queues.conf")),
+        _sections(on_disk.get("musiconhold.conf")),
     )
+
+
+def _sections(text: str | None) -> frozenset[str]:
+    """The section names of a file on disk, `[general]` aside (queues, music on hold classes)."""
+    return frozenset(s.name for s in parse_conf(text or "") if s.name != "general" and not s.is_template)
 
 
 def verification_queries(exp: Expectations, files: Iterable[str], restarted: bool) -> list[str]:
@@ -111,6 +127,10 @@ def verification_queries(exp: Expectations, files: Iterable[str], restarted: boo
         queries += [f"dialplan show {n}@internal" for n in exp.emergency]
     if (restarted or "voicemail.conf" in files) and exp.mailboxes:
         queries.append("voicemail show users")
+    if (restarted or "queues.conf" in files) and exp.queues:
+        queries.append(QUEUES_QUERY)
+    if (restarted or "musiconhold.conf" in files) and exp.music_classes:
+        queries.append(MOH_QUERY)
     return queries
 
 
@@ -166,6 +186,13 @@ def verify(exp: Expectations, queries: Sequence[str], outputs: Sequence[str]) ->
             else:
                 detail = ""
             checks.append(Check(f"emergency {number} dials as {number}", ok, detail))
+        elif query in (QUEUES_QUERY, MOH_QUERY):
+            found = set((_QUEUE_LINE if query == QUEUES_QUERY else _MOH_CLASS).findall(out))
+            wanted = exp.queues if query == QUEUES_QUERY else exp.music_classes
+            what = "queues" if query == QUEUES_QUERY else "music on hold classes"
+            missing = sorted(wanted - found)
+            detail = f"missing: {', '.join(missing)}" if missing else ""
+            checks.append(Check(f"{what} ({len(wanted)})", not missing, detail))
         elif query == "voicemail show users":
             boxes = {u.mailbox for u in parse_voicemail_users(out) if u.context == "default"}
             missing = sorted(exp.mailboxes - boxes)

@@ -19,7 +19,7 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,12 +168,14 @@ def query_asterisk(
             "pjsip show contacts",
             "core show uptime seconds",
             "core show channels concise",
+            *FEATURE_QUERIES,
             *(f"pjsip show endpoint {name}" for name in providers),
         ]
-        first, registrations, contacts, uptime, reg_log, channels, *endpoint_texts = client.run_steps(
+        first, registrations, contacts, uptime, reg_log, channels, *rest = client.run_steps(
             [files_and_log[0], *(rx_command(q) for q in queries[:3]), files_and_log[1]]
             + [rx_command(q) for q in queries[3:]]
         ).outputs
+        feature_texts, endpoint_texts = rest[: len(FEATURE_QUERIES)], rest[len(FEATURE_QUERIES) :]
         regs = parsers.parse_registrations(registrations)
         live_contacts = parsers.parse_contacts(contacts)
         found = [e for text in endpoint_texts for e in parsers.parse_endpoints(text)[:1]]
@@ -181,7 +183,9 @@ def query_asterisk(
         first, reg_log = client.run_steps(files_and_log).outputs
         regs = channel.registrations()
         live_contacts = channel.contacts()
-        uptime, channels = channel.commands(["core show uptime seconds", "core show channels concise"])
+        uptime, channels, *feature_texts = channel.commands(
+            ["core show uptime seconds", "core show channels concise", *FEATURE_QUERIES]
+        )
         found = [e for name in providers if (e := channel.endpoint(name)) is not None]
     parts = [*first.split(f"\n{_RECORD_SPLIT}\n"), "", "", "", ""]
     state_text, journal_text, lease_text, clock, digest_text = parts[:5]
@@ -200,6 +204,48 @@ def query_asterisk(
         "registration_events": parsers.parse_registration_events(reg_log.splitlines()),
         "transaction": transaction_view(journal_text, lease_text, clock),
         "store_digest": store_mod.parse_digest(digest_text),
+        "phone_settings": phone_settings(feature_texts[:-1]),
+        "queues": parsers.parse_queue_show(feature_texts[-1]) if feature_texts else [],
+    }
+
+
+# What the phones set with feature codes (AstDB, family per setting) and the queues' state.
+PHONE_FAMILIES = {
+    "dnd": "gitops-dnd",
+    "forward_always": "gitops-fwd-always",
+    "forward_busy": "gitops-fwd-busy",
+    "forward_no_answer": "gitops-fwd-noanswer",
+}
+FEATURE_QUERIES = (*(f"database show {family}" for family in PHONE_FAMILIES.values()), "queue show")
+
+
+def phone_settings(texts: Sequence[str]) -> dict[str, dict[str, str]]:
+    """extension → setting → value, from the `database show` answers (in PHONE_FAMILIES order)."""
+    result: dict[str, dict[str, str]] = {}
+    for (setting, family), text in zip(PHONE_FAMILIES.items(), texts, strict=False):
+        for number, value in parsers.parse_database_show(text).get(family, {}).items():
+            result.setdefault(number, {})[setting] = value
+    return result
+
+
+def call_settings(ext: Any, phone: Mapping[str, str]) -> dict[str, Any]:
+    """An extension's do-not-disturb and forwards as they act now: the phone's choice (a feature
+    code) wins over desired/; `source` says which."""
+
+    def one(setting: str, yaml_value: str | None) -> dict[str, Any]:
+        chosen = phone.get(setting)
+        if chosen is not None:
+            value = None if chosen == "off" else chosen
+            return {"value": value, "source": "phone", "desired": yaml_value}
+        return {"value": yaml_value, "source": "desired", "desired": yaml_value}
+
+    forward = ext.forward if ext is not None else None
+    dnd_yaml = "on" if ext is not None and ext.dnd else None
+    return {
+        "dnd": one("dnd", dnd_yaml),
+        "forward_always": one("forward_always", forward.always if forward else None),
+        "forward_busy": one("forward_busy", forward.busy if forward else None),
+        "forward_no_answer": one("forward_no_answer", forward.no_answer if forward else None),
     }
 
 
@@ -509,6 +555,7 @@ def collect_status(
         "restart_pending": None,
         "transaction": {"interrupted": None, "lock": None},
         "store": {"recorded": False, "drift": False},
+        "queues": [],
     }
     try:
         wanted = [p.name for p in desired_state.providers] if desired_state is not None else []
@@ -532,6 +579,20 @@ def collect_status(
         status["transaction"] = raw["transaction"]
         status["providers"] = providers
         status["extensions"] = build_extensions(extensions, provider_names, agents, desired_state)
+        by_number = {e.number: e for e in desired_state.extensions} if desired_state is not None else {}
+        for entry in status["extensions"]:
+            entry["calls"] = call_settings(
+                by_number.get(entry["number"]), raw["phone_settings"].get(entry["number"], {})
+            )
+        status["queues"] = [
+            {
+                "name": q.name,
+                "waiting": q.waiting,
+                "strategy": q.strategy,
+                "members": [{"name": m.name, "interface": m.interface, "state": m.state} for m in q.members],
+            }
+            for q in raw["queues"]
+        ]
         live = raw["live"]
         recorded_store = live.get("store") if live else None
         status["store"] = {
