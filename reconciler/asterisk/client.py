@@ -84,6 +84,8 @@ SCRIPT_LIMIT_BYTES = 96 * 1024
 SCRIPT_FILE = "txn.sh"
 FILE_OWNER = "asterisk:asterisk"
 FILE_MODE = "0640"  # managed files and state.json hold passwords: never world-readable
+# msmtp refuses a file that holds a password and is readable by anyone but its owner.
+OWNER_ONLY_FILES = ("msmtprc",)
 STALE_TMP_MINUTES = 10  # temp dirs of a crashed apply older than this are removed by the next one
 _FAILED = re.compile(r"^FAILED (.*)$", re.M)
 STORE_SQL = "store.sql"  # the store's SQL, staged in the transaction's temp dir
@@ -500,6 +502,7 @@ class AsteriskClient:
                 f'({_free_space()})"; STOP=1 ;; esac'
             )
         owner, mode = shlex.quote(self.file_owner), FILE_MODE
+        owner_only = "".join(f" && {{ [ ! -e {t}/{f} ] || chmod 0600 {t}/{f}; }}" for f in OWNER_ONLY_FILES)
         return "\n".join(
             [
                 f"SERR=$( {{ {' && '.join(writes)}; }} 2>&1 ) || "
@@ -508,7 +511,7 @@ class AsteriskClient:
                 *checks,
                 "fi",
                 'if [ -z "$STOP" ]; then',
-                f"  SERR=$( {{ chown {owner} {t}/* && chmod {mode} {t}/* && sync {t}/*; }} 2>&1 ) || "
+                f"  SERR=$( {{ chown {owner} {t}/* && chmod {mode} {t}/*{owner_only} && sync {t}/*; }} 2>&1 ) || "
                 '{ echo "FAILED write-failed: owner/mode/sync of the new files: $SERR"; STOP=1; }',
                 "fi",
             ]
