@@ -511,7 +511,8 @@ class AsteriskClient:
                 *checks,
                 "fi",
                 'if [ -z "$STOP" ]; then',
-                f"  SERR=$( {{ chown {owner} {t}/* && chmod {mode} {t}/*{owner_only} && sync {t}/*; }} 2>&1 ) || "
+                f"  SERR=$( {{ chown {owner} {t}/* && chmod {mode} {t}/*{owner_only} && sync {t}/*; }} "
+                "2>&1 ) || "
                 '{ echo "FAILED write-failed: owner/mode/sync of the new files: $SERR"; STOP=1; }',
                 "fi",
             ]

@@ -19,7 +19,7 @@ from reconciler.desired.fleet import (
     load_tree,
     site_settings,
 )
-from reconciler.desired.model import DesiredState
+from reconciler.desired.model import DesiredState, state_counts
 from reconciler.desired.render import RENDERED_DIR_MODE, Rendered, render_desired, write_rendered
 from reconciler.desired.revision import revision_of
 from reconciler.desired.secrets import resolve_secrets
@@ -47,10 +47,7 @@ def _settings(env_file: Path | None = None, templates: Path | None = None) -> Se
 
 
 def _summary(state: DesiredState) -> str:
-    return (
-        f"valid ({len(state.extensions)} extensions, {len(state.providers)} providers, "
-        f"{len(state.outbound)} outbound and {len(state.inbound)} inbound routes)"
-    )
+    return f"valid ({state_counts(state)})"
 
 
 def _fleet_sites(

@@ -692,6 +692,24 @@ class DesiredState(_Model):
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(DesiredState.model_fields)
 
 
+def state_counts(state: DesiredState) -> str:
+    """`6 extensions, 1 providers, 2 outbound and 2 inbound routes, 1 ring groups, 1 queues`: what a
+    state holds (the office objects only when there are any)."""
+    text = (
+        f"{len(state.extensions)} extensions, {len(state.providers)} providers, "
+        f"{len(state.outbound)} outbound and {len(state.inbound)} inbound routes"
+    )
+    for key, word in (
+        ("ring_groups", "ring groups"),
+        ("queues", "queues"),
+        ("menus", "menus"),
+        ("schedules", "schedules"),
+    ):
+        if getattr(state, key):
+            text += f", {len(getattr(state, key))} {word}"
+    return text
+
+
 @dataclass(frozen=True)
 class Issue:
     """A cross-object problem, located by the path of the field it is about."""

@@ -32,7 +32,7 @@ import git
 import typer
 
 from reconciler.desired.load import LoadedState, display_name, load_desired
-from reconciler.desired.model import DesiredState, SecretUse, secret_refs
+from reconciler.desired.model import DesiredState, SecretUse, secret_refs, state_counts
 from reconciler.desired.render import Rendered, render_desired
 from reconciler.desired.revision import revision_of
 from reconciler.desired.secrets import weakness
@@ -342,11 +342,7 @@ def located_in(output: str) -> list[Located]:
 
 def state_summary(loaded: LoadedState) -> str:
     """ "7 extensions, 1 providers, 2 outbound and 1 inbound routes": the validate row's text."""
-    s = loaded.state
-    return (
-        f"{len(s.extensions)} extensions, {len(s.providers)} providers, "
-        f"{len(s.outbound)} outbound and {len(s.inbound)} inbound routes"
-    )
+    return state_counts(loaded.state)
 
 
 def validation_located(problems: Iterable[Problem]) -> list[Located]:
