@@ -219,8 +219,9 @@ def target_destination(target: str) -> str:
 
 
 def gotoiftime_range(span: OpenSpan) -> str:
-    """`09:00-18:00` as GotoIfTime takes it; an end at 24:00 is written 23:59 (Asterisk has no 24:00)."""
-    return f"{span.hhmm(span.start)}-{span.hhmm(min(span.end, 24 * 60 - 1))}"
+    """An open span as GotoIfTime takes it. Asterisk counts the end minute in (pbx_timing.c), a span's
+    end is exclusive: `09:00-18:00` is written `09:00-17:59` (and 24:00 becomes 23:59)."""
+    return f"{span.hhmm(span.start)}-{span.hhmm(span.end - 1)}"
 
 
 def msmtp_quote(value: str) -> str:

@@ -1,6 +1,7 @@
 """`reconciler route` picks the dialplan entry Asterisk itself picks: for each number, the first
 entry `dialplan show NUMBER@internal` lists (Asterisk lists the matches in the order it tries
-them) is the one route explains, on a dialplan with competing patterns."""
+them) is the one route explains, on a dialplan with competing patterns, ring group and queue numbers
+and feature codes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.harness.containers import AsteriskContainer
 pytestmark = pytest.mark.integration
 
 NUMBERS = ["9123", "9300", "95550100", "911", "112", "4002", "4999", "91", "9", "*97", "12"]
+# Ring group and queue numbers, feature codes (exact and `_<code>X.`), and ones no code takes.
+NUMBERS += ["600", "700", "*8", "**4001", "*724002", "*73", "*78", "*79", "*904000", "*525", "*7"]
 _ENTRY = re.compile(r"^\s*'([^']+)' =>", re.M)
 
 
