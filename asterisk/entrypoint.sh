@@ -38,9 +38,10 @@ chmod 0640 /etc/asterisk/rtp.conf
 chown asterisk:asterisk /etc/asterisk/managed /var/log/asterisk /var/spool/asterisk
 mkdir -p /var/run/asterisk && chown asterisk:asterisk /var/run/asterisk
 
-# /etc/asterisk/{pjsip,extensions,voicemail}.conf are symlinks into the managed dir. Until the
-# reconciler writes the real files, empty ones let Asterisk boot with no endpoints and no dialplan
-# (pbx_config would decline to load without extensions.conf and never come back on reload).
+# /etc/asterisk/{pjsip,extensions,voicemail,queues,musiconhold}.conf are symlinks into the managed
+# dir. Until the reconciler writes the real files, empty ones let Asterisk boot with no endpoints,
+# no dialplan and no queues (pbx_config and app_queue would decline to load without their file
+# and never come back on reload).
 placeholder() {
     [ -e "/etc/asterisk/managed/$1" ] && return 0
     printf '; No configuration applied yet: the reconciler replaces this file.\n%s' "$2" \
@@ -54,6 +55,21 @@ writeprotect = yes
 "
 placeholder voicemail.conf "[general]
 "
+placeholder queues.conf "[general]
+"
+# Music on hold works before the first apply: the default class plays the Debian opsound files.
+placeholder musiconhold.conf "[default]
+mode = files
+directory = moh
+"
+
+# The call records (cdr_sqlite3_custom.conf): the table created with its types and index before
+# Asterisk opens master.db, as the asterisk user (it writes the file and its -journal).
+CDR_DB=/var/log/asterisk/master.db
+if [ -e "$CDR_DB" ]; then chown asterisk:asterisk "$CDR_DB"; fi
+setpriv --reuid=asterisk --regid=asterisk --init-groups \
+    sqlite3 -bail "$CDR_DB" < /usr/local/share/asterisk-gitops/cdr-schema.sql > /dev/null
+chmod 0640 "$CDR_DB"
 
 # The realtime store (extensions as rows, see res_config_sqlite3.conf): created with its schema when
 # absent, as the asterisk user (Asterisk must own the -wal/-shm files), before Asterisk opens it (it

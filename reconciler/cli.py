@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fleet_deploy",
     "fleet_status",
     "route",
+    "calls",
 )
 
 app = typer.Typer(

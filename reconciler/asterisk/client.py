@@ -52,6 +52,7 @@ from reconciler.asterisk.lease import (
 from reconciler.asterisk.providers_health import HostLookup, lookup_step, parse_lookups
 from reconciler.asterisk.restart import BOOT_TIMEOUT_S, CHANNELS_COUNT, RestartPolicy
 from reconciler.asterisk.store import StoreRead
+from reconciler.desired.render import RENDERED_FILES
 from reconciler.errors import AsteriskUnavailable, ManagedWriteFailed, ReconcilerError
 from reconciler.markers import (
     DIALPLAN_QUERY,
@@ -62,7 +63,11 @@ from reconciler.markers import (
 )
 
 UNREACHABLE_MARKER = "Unable to connect to remote asterisk"
-MANAGED_NAMES = re.compile(r"^(?:[\w.-]+\.conf|state\.json)$")
+# Rendered files not named *.conf (msmtprc): read back and written like the .conf files.
+_OTHER_RENDERED = tuple(n for n in RENDERED_FILES if not n.endswith(".conf"))
+MANAGED_NAMES = re.compile(
+    r"^(?:[\w.-]+\.conf|state\.json" + "".join(f"|{re.escape(n)}" for n in _OTHER_RENDERED) + r")$"
+)
 LEASE_PATH = f"{TXN_DIR}/{LEASE_FILE}"
 # Besides the managed files, the read exec returns these records (journal, lease, last good copy).
 _META_PATHS = (JOURNAL_PATH, LEASE_PATH, LAST_GOOD_STATE_PATH)
@@ -351,7 +356,7 @@ class AsteriskClient:
         # One record per file: its name line, then its bytes (configs are text); records are
         # split by the caller on a per-file separator echoed by the same loop.
         return (
-            f"cd {d} 2>/dev/null && for f in *.conf state.json {more}; do "
+            f"cd {d} 2>/dev/null && for f in *.conf {' '.join(_OTHER_RENDERED)} state.json {more}; do "
             '[ -f "$f" ] || continue; printf "%s\\n" "$f"; cat -- "$f"; printf "\\n%s\\n" "$SEP_FILE"; done'
         )
 

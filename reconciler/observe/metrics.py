@@ -84,12 +84,20 @@ def _histogram(w: _Writer, name: str, totals: ReconcileTotals) -> None:
 
 
 def render_metrics(
-    status: Mapping[str, Any], history: list[dict], *, totals: ReconcileTotals | None = None
+    status: Mapping[str, Any],
+    history: list[dict],
+    *,
+    totals: ReconcileTotals | None = None,
+    calls: Mapping[str, int] | None = None,
+    active_channels: int | None = None,
 ) -> str:
-    """The `/metrics` page: reconcile counts, durations, last success, registrations, contacts, revision.
+    """The `/metrics` page: reconcile counts, durations, last success, registrations, contacts,
+    revision, call records by disposition and the channels up now.
 
     `totals` are the loop state's running totals (`LoopState.totals`); without them the counters
     and the histogram are counted from `history`, which can go down once the history is full.
+    `calls`: call records by disposition (`observe.calls`, from the CDR database); `active_channels`:
+    `core show channels count`. Either None (not readable now): the family is there, its samples not.
     """
     w = _Writer()
     if totals is None:
@@ -153,4 +161,15 @@ def render_metrics(
     if live.get("revision"):
         labels = {"revision": live.get("revision"), "subject": live.get("subject") or ""}
         w.sample("reconciler_live_revision_info", 1, labels)
+
+    w.family(
+        "asterisk_gitops_calls_total",
+        "counter",
+        "Call records Asterisk wrote (CDR, one per call leg), by disposition.",
+    )
+    for disposition, count in sorted((calls or {}).items()):
+        w.sample("asterisk_gitops_calls_total", count, {"disposition": disposition})
+    w.family("asterisk_gitops_active_channels", "gauge", "Channels up in Asterisk now.")
+    if active_channels is not None:
+        w.sample("asterisk_gitops_active_channels", active_channels)
     return "\n".join(w.lines) + "\n"

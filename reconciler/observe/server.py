@@ -8,6 +8,8 @@ Routes:
   503 with the reasons (`reconciler.gitops.health`).
 - `GET /api/status`, `GET /`, `GET /metrics`: the status helper's `status`, `web` and `metrics`
   modules; 503 while one of them is not available.
+- `GET /api/calls`: the newest call records (`observe.calls`, read at most every few seconds);
+  503 while they cannot be read.
 
 Slow and hostile clients (`ServerLimits`): one request per connection; the request line, headers
 and body must arrive within `request_deadline_s` (each read also within `socket_timeout_s`), so
@@ -131,6 +133,8 @@ class ServerContext:
     fleet_view: Callable[[], dict[str, Any]] | None = None
     _channel: Any = field(default=None, init=False, repr=False)
     _channel_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # The call records for /metrics and /api/calls (observe.calls.CallsCache: one read per few s).
+    _calls: Any = field(default=None, init=False, repr=False)
 
     def channel(self) -> Any:
         """The kept AMI channel, or (AMI unreachable now) an exec channel; None without a factory."""
@@ -143,6 +147,34 @@ class ServerContext:
                 except ReconcilerError:
                     self._channel = None
             return self._channel
+
+    def calls(self) -> Any:
+        """The recent call records and the counts by disposition (`observe.calls.CallsRead`, cached
+        a few seconds); None without a client, or while they cannot be read."""
+        module = _optional("calls")
+        if module is None or self.client is None:
+            return None
+        with self._channel_lock:
+            if self._calls is None:
+                self._calls = module.CallsCache()
+            cache = self._calls
+        try:
+            return cache.get(self.client)
+        except ReconcilerError as exc:
+            log.debug("call records not readable: %s", exc.message)
+            return None
+
+    def active_channels(self) -> int | None:
+        """Channels up in Asterisk now (over AMI when kept, else one exec); None when unknown."""
+        module = _optional("calls")
+        if module is None:
+            return None
+        try:
+            count: int | None = module.active_channels(self.channel(), self.client)
+        except ReconcilerError as exc:
+            log.debug("active channels not readable: %s", exc.message)
+            return None
+        return count
 
 
 SIP_PROBE_TIMEOUT_S = 2.0  # under the compose health check's 5 s timeout
@@ -361,6 +393,7 @@ class Handler(BaseHTTPRequestHandler):
         route = {
             "/healthz": self._healthz,
             "/api/status": self._status,
+            "/api/calls": self._calls,
             "/metrics": self._metrics,
             "/": self._dashboard,
             "/fleet": self._fleet_page,
@@ -418,8 +451,23 @@ class Handler(BaseHTTPRequestHandler):
         records = History(self.context.settings).records()
         # The running totals of the loop state: counters that never go down (the history is bounded).
         totals = LoopState.load(self.context.settings).totals
-        text = metrics.render_metrics(collected, records, totals=totals)
+        calls = self.context.calls()
+        text = metrics.render_metrics(
+            collected,
+            records,
+            totals=totals,
+            calls=calls.counts if calls is not None else None,
+            active_channels=self.context.active_channels(),
+        )
         self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4")
+
+    def _calls(self) -> None:
+        module = _optional("calls")
+        read = self.context.calls()
+        if module is None or read is None:
+            self._unavailable("call records")
+            return
+        self._json(HTTPStatus.OK, module.calls_json(read))
 
     def _fleet_json(self) -> None:
         if self.context.fleet_view is None:

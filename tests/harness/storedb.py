@@ -17,13 +17,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler.asterisk import store
+from reconciler.desired.render import RENDERED_FILES
 from tests.harness.containers import MANAGED_DIR, AsteriskContainer, PbxStack, make_secrets, write_desired_dir
 
 # What Asterisk logs when a module (res_pjsip, app_voicemail, ...) reloads. `dialplan reload`
 # logs nothing at the image's log levels: `managed_files` proves extensions.conf did not change.
 # The client's log barrier reloads udptl; it is not a reload of the config.
 RELOAD_LOG = re.compile(r"Reloading module '(?!udptl')[^']+'")
-MANAGED_FILES = ("pjsip.conf", "extensions.conf", "voicemail.conf")
+MANAGED_FILES = RENDERED_FILES
 
 
 def sql(container: AsteriskContainer, query: str) -> str:

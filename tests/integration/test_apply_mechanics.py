@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.asterisk.client import AsteriskClient
+from reconciler.desired.render import RENDERED_FILES
 from reconciler.gitops.apply import ApplyResult, ApplyRolledBack, apply_desired, read_live_state, rev12
 from reconciler.settings import REPO_ROOT, Settings
 from tests.harness import ports
@@ -102,7 +103,7 @@ def test_first_apply_creates_the_extensions_and_the_revision_markers(pbx: Pbx) -
     result = pbx.apply()
 
     if not result.unchanged:  # the module's first test: the managed dir started empty
-        assert set(result.changed_files) == {"pjsip.conf", "extensions.conf", "voicemail.conf"}
+        assert set(result.changed_files) == set(RENDERED_FILES)
         assert all(check.ok for check in result.checks)
     marker = rev12(result.revision)
     endpoints, aor, meta = pbx.container.cli_each(
@@ -115,7 +116,7 @@ def test_first_apply_creates_the_extensions_and_the_revision_markers(pbx: Pbx) -
     assert f"NoOp({marker})" in meta
     state = json.loads(pbx.managed("state.json"))
     assert state["revision"] == result.revision
-    assert set(state["files"]) == {"pjsip.conf", "extensions.conf", "voicemail.conf"}
+    assert set(state["files"]) == set(RENDERED_FILES)
     assert read_live_state(pbx.client).revision == result.revision  # type: ignore[union-attr]
 
 
