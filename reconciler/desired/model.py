@@ -904,7 +904,8 @@ def _check_features(
     left out for its own problem (`left_out`) is not a second problem."""
     # An extension left out with an unreadable number (`"40a2"`, a list) may be the one a reference
     # means: references are judged once it is fixed.
-    if any(not n.isdigit() for n in left_out.get("extensions", ())):
+    unjudged_extensions = any(not n.isdigit() for n in left_out.get("extensions", ()))
+    if unjudged_extensions:
         known_numbers = _Everything()
     groups = {g.number for g in state.ring_groups} | set(left_out.get("ring_groups", ()))
     queues = {q.number for q in state.queues} | set(left_out.get("queues", ()))
@@ -956,6 +957,8 @@ def _check_features(
     def check(path: Path, text: str, own: str | None = None) -> Iterator[Issue]:
         ref = parse_target(text)
         if ANY_NAME in left_out.get(_TARGET_LISTS.get(ref.kind, ""), ()):
+            return
+        if unjudged_extensions and ref.kind in ("extension", "voicemail"):
             return
         if ref.kind == "extension" and ref.value not in known_numbers:
             yield Issue(path, f"no extension {ref.value!r}")
@@ -1017,7 +1020,7 @@ def _automatic_loops(state: DesiredState, at: Any) -> Iterator[Issue]:
         if ext.forward is not None:
             for name in ("always", "busy", "no_answer"):
                 target = getattr(ext.forward, name)
-                if target is not None:
+                if target is not None and str(parse_target(target)) != f"extension:{ext.number}":
                     edges.setdefault(f"extension:{ext.number}", []).append(
                         (str(parse_target(target)), at("extensions", i, "forward", name))
                     )

@@ -377,7 +377,9 @@ def _render(
         except jinja2.TemplateNotFound:
             raise RenderFailed(
                 f"template {name}.j2 not found in {templates_dir}",
-                "point --templates at a directory with all three",
+                "point --templates at a directory with every template ("
+                + ", ".join(f"{n}.j2" for n in RENDERED_FILES)
+                + ")",
             ) from None
         except jinja2.TemplateError as exc:
             lineno = getattr(exc, "lineno", None)

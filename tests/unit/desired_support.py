@@ -54,6 +54,23 @@ def use_real_provider(sample: Path) -> None:
     (sample / "providers.yaml").write_text(REAL_PROVIDER_EXAMPLE.read_text())
 
 
+OFFICE_LINE = (
+    "  - provider: pbx_provider\n"
+    '    did: "+34910000001"\n'
+    "    to: {schedule: office, open: menu:main, closed: voicemail:4000}\n"
+)
+
+
+def phones_only(sample: Path) -> Path:
+    """Take the office features out of a sample copy: office.yaml (ring group, queue, menu, schedule)
+    and the office line's inbound route that uses them. For tests about the phones themselves that
+    remove or renumber an extension the office features name (a member, a voicemail target): the
+    dangling reference would be a real second problem, but not the one the test is about."""
+    (sample / "office.yaml").unlink()
+    edit(sample, "routes.yaml", OFFICE_LINE, "")
+    return sample
+
+
 def problems(sample: Path) -> list[str]:
     """The problem lines `load_desired(sample)` raises (fails if it loads)."""
     with pytest.raises(ValidationFailed) as info:

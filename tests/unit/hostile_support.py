@@ -1,6 +1,6 @@
 """A desired state with every optional field set (its own provider, on documentation addresses and
-example.com, never the sample's), and a helper that reads refusals: the base of the hostile-input
-tests. Nothing here is ever sent anywhere."""
+example.com, never the sample's; the office features of issue 11 too), and a helper that reads
+refusals: the base of the hostile-input tests. Nothing here is ever sent anywhere."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ FULL_FILES: dict[str, str] = {
         "  external_address: 203.0.113.7\n"  # 6
         "  local_net: [192.0.2.0/24]\n"  # 7
         "  codecs: [ulaw, alaw]\n"  # 8
+        "  smtp:\n"  # 9
+        "    host: smtp.example.com\n"  # 10
+        "    port: 587\n"  # 11
+        "    tls: starttls\n"  # 12
+        "    username: ${SMTP_USER}\n"  # 13
+        "    password: ${SMTP_PASSWORD}\n"  # 14
+        "    from: voicemail@example.com\n"  # 15
     ),
     "providers.yaml": (
         "providers:\n"
@@ -49,6 +56,13 @@ FULL_FILES: dict[str, str] = {
         "    name: Support\n"  # 10
         "    password: ${EXT_4002_PASSWORD}\n"  # 11
         "    voicemail: true\n"  # 12
+        "    devices: 2\n"  # 13
+        "    pickup_group: sales\n"  # 14
+        "    dnd: true\n"  # 15
+        "    forward:\n"  # 16
+        "      always: ring_group:600\n"  # 17
+        "      busy: queue:700\n"  # 18
+        "      no_answer: menu:main\n"  # 19
     ),
     "routes.yaml": (
         "outbound:\n"
@@ -63,6 +77,45 @@ FULL_FILES: dict[str, str] = {
         "  - provider: trunk\n"  # 10
         '    did: "+34910000000"\n'  # 11
         '    to: "4001"\n'  # 12
+        "  - provider: trunk\n"  # 13
+        '    did: "+34910000002"\n'  # 14
+        "    to:\n"  # 15
+        "      schedule: office\n"  # 16
+        "      open: menu:main\n"  # 17
+        "      closed: voicemail:4001\n"  # 18
+    ),
+    "office.yaml": (
+        "ring_groups:\n"
+        '  - number: "600"\n'  # 2
+        "    name: Sales\n"  # 3
+        '    members: ["4001", "4002"]\n'  # 4
+        "    strategy: hunt\n"  # 5
+        "    ring_seconds: 15\n"  # 6
+        "    fallback: voicemail:4001\n"  # 7
+        "queues:\n"
+        '  - number: "700"\n'  # 9
+        "    name: support\n"  # 10
+        '    members: ["4001", "4002"]\n'  # 11
+        "    strategy: leastrecent\n"  # 12
+        "    music: default\n"  # 13
+        "    ring_seconds: 10\n"  # 14
+        "    max_wait_seconds: 60\n"  # 15
+        "    fallback: ring_group:600\n"  # 16
+        "menus:\n"
+        "  - name: main\n"  # 18
+        "    prompt: demo-congrats\n"  # 19
+        "    options:\n"  # 20
+        '      "1": ring_group:600\n'  # 21
+        '      "2": queue:700\n'  # 22
+        '      "0": extension:4001\n'  # 23
+        "    wait_seconds: 3\n"  # 24
+        "    timeout: extension:4001\n"  # 25
+        "    invalid: hangup\n"  # 26
+        "schedules:\n"
+        "  - name: office\n"  # 28
+        "    timezone: Europe/Madrid\n"  # 29
+        '    open: ["mon-fri 09:00-18:00", "sat 10:00-14:00"]\n'  # 30
+        '    closed_dates: ["2026-12-25"]\n'  # 31
     ),
 }
 
@@ -73,6 +126,8 @@ FULL_SECRETS: dict[str, str] = {
     "EXT_4001_PASSWORD": "Fake-Phone-Pass-41",
     "EXT_4002_PASSWORD": "Fake-Phone-Pass-42",
     "VM_4001_PIN": "730291",
+    "SMTP_USER": "fake-smtp-user",
+    "SMTP_PASSWORD": "Fake-Smtp-Pass-51",
 }
 
 
@@ -81,6 +136,27 @@ def write_full(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in FULL_FILES.items():
         (directory / name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def without_office(directory: Path) -> Path:
+    """Take the office features out of a full state in `directory`: office.yaml (ring group, queue,
+    menu, schedule), the inbound route and the forwards that use them. For tests that replace the
+    extensions by others: the office features' members would dangle, a real problem but not theirs."""
+    (directory / "office.yaml").unlink()
+    for name, start in (
+        ("routes.yaml", '  - provider: trunk\n    did: "+34910000002"\n'),
+        ("extensions.yaml", "    forward:\n"),
+    ):
+        text = (directory / name).read_text(encoding="utf-8")
+        head, found, tail = text.partition(start)
+        assert found, (name, start)
+        # the block ends where the next line is indented no deeper than its first line
+        indent = len(start) - len(start.lstrip(" "))
+        rest = tail.split("\n")
+        while rest and rest[0] and len(rest[0]) - len(rest[0].lstrip(" ")) > indent:
+            rest.pop(0)
+        (directory / name).write_text(head + "\n".join(rest), encoding="utf-8")
     return directory
 
 

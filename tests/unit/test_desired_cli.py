@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from reconciler.desired.render import RENDERED_FILES
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import FAKE_SECRETS, CliResult
 
@@ -69,14 +70,14 @@ def test_validate_exits_1_with_file_and_line_for_each_defect_of_the_issue(sample
         assert where in result.stderr, f"{what}: {result.stderr}"
 
 
-def test_render_writes_the_three_files_and_the_store_rows_and_twice_gives_identical_bytes(
+def test_render_writes_every_rendered_file_and_the_store_rows_and_twice_gives_identical_bytes(
     sample: Path, cli: Cli, tmp_path: Path
 ) -> None:
     first = cli("render", "desired", "--out", "out1", secrets=FAKE_SECRETS)
     second = cli("render", "desired", "--out", "out2", secrets=FAKE_SECRETS)
     assert (first.code, second.code) == (0, 0), first.stderr
     names = sorted(p.name for p in (tmp_path / "out1").iterdir())
-    assert names == ["extensions.conf", "pjsip.conf", "store.json", "voicemail.conf"]
+    assert names == sorted([*RENDERED_FILES, "store.json"])
     assert (tmp_path / "out1" / "store.json").stat().st_mode & 0o777 == 0o600  # it holds passwords
     for name in names:
         assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
@@ -102,7 +103,7 @@ def test_render_without_secrets_names_them_and_writes_nothing(sample: Path, cli:
 def test_render_uses_the_given_revision_and_templates(sample: Path, cli: Cli, tmp_path: Path) -> None:
     templates = tmp_path / "my-templates"
     templates.mkdir()
-    for name in ("pjsip.conf", "extensions.conf", "voicemail.conf"):
+    for name in RENDERED_FILES:
         (templates / f"{name}.j2").write_text("; custom {{ rev12 }}\n")
     args = (
         "render",
@@ -192,7 +193,7 @@ def test_render_out_writes_files_only_their_owner_can_read(sample: Path, cli: Cl
     os.chmod(tmp_path / "existing" / "pjsip.conf", 0o644)
     for out in ("fresh/out", "existing"):
         assert cli("render", "desired", "--out", out, secrets=FAKE_SECRETS).code == 0
-        for name in ("pjsip.conf", "extensions.conf", "voicemail.conf"):
+        for name in RENDERED_FILES:
             assert (tmp_path / out / name).stat().st_mode & 0o777 == 0o600, (out, name)
         assert not [p for p in (tmp_path / out).iterdir() if p.name.startswith(".")]
     assert (tmp_path / "fresh" / "out").stat().st_mode & 0o777 == 0o700

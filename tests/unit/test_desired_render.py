@@ -50,14 +50,22 @@ def test_the_sample_renders_exactly_like_its_golden_file(files: dict[str, str], 
     assert files[name] == golden.read_text(encoding="utf-8")
 
 
-def test_only_the_three_pjsip_era_files_are_rendered_and_never_sip_conf(files: dict[str, str]) -> None:
-    assert sorted(files) == ["extensions.conf", "pjsip.conf", "voicemail.conf"]
+def test_only_the_pjsip_era_files_are_rendered_and_never_sip_conf(files: dict[str, str]) -> None:
+    assert sorted(files) == sorted(RENDERED_FILES)
+    assert list(RENDERED_FILES) == [
+        *("pjsip.conf", "extensions.conf", "voicemail.conf"),
+        *("queues.conf", "musiconhold.conf", "msmtprc"),
+    ]
+    assert "sip.conf" not in files
     assert "chan_sip" not in "".join(files.values())
 
 
 def test_every_file_starts_with_the_managed_header_and_the_revision(files: dict[str, str]) -> None:
-    for text in files.values():
-        assert text.splitlines()[:2] == [HEADER, f"; revision: {GOLDEN_REVISION}"]
+    for name, text in files.items():
+        if name == "msmtprc":  # not an Asterisk file: its comments start with `#`, and no revision
+            assert text.splitlines()[0] == "#" + HEADER[1:], name
+            continue
+        assert text.splitlines()[:2] == [HEADER, f"; revision: {GOLDEN_REVISION}"], name
 
 
 def test_pjsip_conf_holds_no_extension_object_because_extensions_are_store_rows(
@@ -98,11 +106,18 @@ def test_a_pattern_route_checks_the_endpoint_and_the_mailbox_exist_before_dialli
 ) -> None:
     lines = _internal_lines(files)
     start = lines.index(next(line for line in lines if line.startswith("exten => _4XXX,1,")))
-    route = lines[start : start + 8]
+    assert lines[start + 1] == "same => n,Goto(gitops-ext,${EXTEN},1)"
+    # What a call to an extension does lives in [gitops-ext], for every kind of target alike.
+    route = _context_lines(files, "gitops-ext")
+    assert route[0] == "exten => _X.,1,Gosub(gitops-hop,s,1(extension:${EXTEN}))"
     assert route[1] == 'same => n,GotoIf($["${PJSIP_ENDPOINT(${EXTEN},context)}" != "internal"]?missing)'
-    assert route[2] == "same => n,Dial(PJSIP/${EXTEN},20)"
-    assert route[4] == 'same => n,GotoIf($["${VM_INFO(${EXTEN}@default,exists)}" != "1"]?done)'
-    assert route[7] == "same => n(missing),Hangup(1)"
+    check = route.index("same => n,Set(DEVICES=${PJSIP_DIAL_CONTACTS(${EXTEN})})")
+    assert route[check + 1] == "same => n,GotoIf($[${LEN(${DEVICES})} = 0]?noanswer)"
+    assert route[check + 2] == "same => n,Dial(${DEVICES},20,b(gitops-callee^s^1))"
+    mailbox = route.index('same => n(voicemail),GotoIf($["${VM_INFO(${EXTEN}@default,exists)}" != "1"]?done)')
+    assert check < mailbox
+    assert route[mailbox + 1] == "same => n,VoiceMail(${EXTEN}@default,${VMOPT})"
+    assert route[-1] == "same => n(missing),Hangup(1)"
 
 
 def test_a_provider_name_that_is_also_an_extension_id_is_refused() -> None:
@@ -146,18 +161,23 @@ def test_the_pjsip_revision_marker_is_an_aor_without_contacts(files: dict[str, s
     assert (marker.type, marker.get("max_contacts")) == ("aor", "0")
 
 
+def _context_lines(files: dict[str, str], name: str) -> list[str]:
+    [context] = [s for s in parse_conf(files["extensions.conf"]) if s.name == name]
+    return [f"{k} => {v}" for k, v in context.options]
+
+
 def _internal_lines(files: dict[str, str]) -> list[str]:
-    [internal] = [s for s in parse_conf(files["extensions.conf"]) if s.name == "internal"]
-    return [f"{k} => {v}" for k, v in internal.options]
+    return _context_lines(files, "internal")
 
 
 def test_the_dialplan_sends_9_plus_number_out_with_the_9_stripped(files: dict[str, str]) -> None:
     lines = _internal_lines(files)
     start = lines.index(next(line for line in lines if line.startswith("exten => _9X.,1,")))
-    route = lines[start : start + 6]
-    assert route[1] == "same => n,Set(NUM=${FILTER(0123456789,${EXTEN:1})})"
-    assert route[2] == "same => n,GotoIf($[${LEN(${NUM})} != ${LEN(${EXTEN:1})}]?reject)"
-    assert route[3] == "same => n,Dial(PJSIP/${NUM}@pbx_provider,60)"
+    route = lines[start : start + 7]
+    assert route[1] == "same => n,Gosub(gitops-cdr,s,1(route:external,pbx_provider))"
+    assert route[2] == "same => n,Set(NUM=${FILTER(0123456789,${EXTEN:1})})"
+    assert route[3] == "same => n,GotoIf($[${LEN(${NUM})} != ${LEN(${EXTEN:1})}]?reject)"
+    assert route[4] == "same => n,Dial(PJSIP/${NUM}@pbx_provider,60)"
 
 
 def test_emergency_numbers_come_first_as_exact_extensions_dialled_as_is(files: dict[str, str]) -> None:
@@ -170,26 +190,47 @@ def test_emergency_numbers_come_first_as_exact_extensions_dialled_as_is(files: d
 
 
 def test_every_extension_line_carries_priority_1_explicitly(files: dict[str, str]) -> None:
+    hints = 0
     for line in files["extensions.conf"].splitlines():
-        if line.startswith("exten"):
+        if re.match(r"^exten => [^,]+,hint,", line):  # a hint (BLF state) is no priority
+            assert re.fullmatch(r"exten => _\dX+,hint,PJSIP/\$\{EXTEN\}", line), line
+            hints += 1
+        elif line.startswith("exten"):
             assert re.match(r"^exten => [^,]+,1,\w+\(", line), line
+    assert hints == 1  # one per extension pattern (_4XXX)
 
 
 def test_dial_strings_contain_only_validated_numbers_names_or_the_filtered_variable(
     files: dict[str, str],
 ) -> None:
     code = "\n".join(line for line in files["extensions.conf"].splitlines() if not line.startswith(";"))
-    dials = re.findall(r"Dial\(([^)]*)\)", code)
+    # The argument up to the Dial's own closing parenthesis: the b(...) option holds one pair.
+    dials = re.findall(r"Dial\(((?:[^()]|\([^()]*\))*)\)", code)
     assert dials
+    devices = 0
     for target in dials:
+        if target.startswith("${DEVICES"):
+            # The registered contacts, as PJSIP_DIAL_CONTACTS built them (`:1` drops the leading `&`).
+            assert re.fullmatch(r"\$\{DEVICES(:1)?\},(\d+)?,b\(gitops-callee\^s\^1\)", target), target
+            devices += 1
+            continue
         assert re.fullmatch(r"PJSIP/(\d+|\$\{NUM\}|\$\{EXTEN\})(@[a-z][a-z0-9_]*)?,\d+", target), target
+    assert devices >= 3  # an extension, a ring group, a queue member
+    for line in code.splitlines():
+        if "Set(DEVICES=" in line or "Set(FOUND=" in line:
+            assert re.search(
+                r"Set\((DEVICES|FOUND)=(\$\{PJSIP_DIAL_CONTACTS\((\$\{EXTEN\}|\$\{ARG1\})\)\}"
+                r"|\$\{DEVICES\}&\$\{FOUND\})?\)",
+                line,
+            ), line
 
 
 def test_unknown_numbers_from_the_provider_are_refused(files: dict[str, str]) -> None:
     [ctx] = [s for s in parse_conf(files["extensions.conf"]) if s.name == "from-pbx_provider"]
     values = [v for _, v in ctx.options]
     assert "+34910000000,1,NoOp(inbound pbx_provider +34910000000: ${CALLERID(num)} -> 4000)" in values
-    assert "n,Goto(internal,4000,1)" in values
+    assert "n,Goto(gitops-ext,4000,1)" in values
+    assert values[-2] == "_[+0-9].,1,NoOp(inbound pbx_provider unknown: ${CALLERID(num)} -> ${EXTEN})"
     assert values[-1] == "n,Hangup(21)"
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.desired.load import load_desired
+from reconciler.desired.model import TOP_LEVEL_KEYS
 from reconciler.errors import ValidationFailed
-from tests.unit.desired_support import edit, problems
+from tests.unit.desired_support import edit, phones_only, problems
 
 
 def test_the_sample_is_valid_without_any_secret_values(sample: Path) -> None:
@@ -36,8 +37,11 @@ def test_a_misspelled_key_is_refused_with_a_suggestion(sample: Path) -> None:
 def test_an_unknown_top_level_key_is_refused(sample: Path) -> None:
     (sample / "extra.yaml").write_text("# extra\ntrunks: []\n")
     assert problems(sample) == [
-        "desired/extra.yaml:2: trunks: unknown key 'trunks' "
-        "(allowed: pbx, providers, extensions, outbound, inbound)"
+        f"desired/extra.yaml:2: trunks: unknown key 'trunks' (allowed: {', '.join(TOP_LEVEL_KEYS)})"
+    ]
+    assert list(TOP_LEVEL_KEYS) == [
+        *("pbx", "providers", "extensions", "outbound", "inbound"),
+        *("ring_groups", "schedules", "menus", "queues"),
     ]
 
 
@@ -62,6 +66,8 @@ def test_an_extension_number_must_be_digits_only(sample: Path) -> None:
 
 
 def test_a_duplicated_extension_number_is_refused(sample: Path) -> None:
+    # 4002 is a queue member and the queue's voicemail: renumbered, those references dangle too.
+    phones_only(sample)
     edit(sample, "extensions.yaml", 'number: "4002"', 'number: "4001"')
     assert problems(sample) == [
         "desired/extensions.yaml:11: extensions[2].number: duplicate extension number '4001' "
@@ -251,9 +257,11 @@ def test_every_problem_is_reported_at_once_across_files(sample: Path) -> None:
         "desired/extensions.yaml:7",
         "desired/extensions.yaml:9",
         "desired/extensions.yaml:15",
+        "desired/office.yaml:17",  # the queue's member 4003 is gone (renumbered to 4002)
         "desired/providers.yaml:6",
         "desired/routes.yaml:16",
     ]
+    assert found[3] == "desired/office.yaml:17: queues[0].members[1]: no extension '4003'"
 
 
 def test_a_provider_name_must_be_a_valid_endpoint_name(sample: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.desired.render import RENDERED_FILES
 from reconciler.settings import REPO_ROOT
 from tests.unit.desired_support import CliResult
 from tests.unit.fleet_support import copy_example, throwaway_secrets
@@ -79,7 +80,7 @@ def test_render_fleet_writes_one_directory_per_site_with_the_files_and_modes_of_
     assert result.code == 0, result.stderr
     for site in ("hq", "branch"):
         names = sorted(p.name for p in (tmp_path / "out" / site).iterdir())
-        assert names == ["extensions.conf", "pjsip.conf", "store.json", "voicemail.conf"]
+        assert names == sorted([*RENDERED_FILES, "store.json"])
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in (tmp_path / "out" / site).iterdir())
         assert (tmp_path / "out" / site).stat().st_mode & 0o777 == 0o700
     hq = (tmp_path / "out" / "hq" / "pjsip.conf").read_text()

@@ -35,10 +35,21 @@ from tests.unit.hostile_support import FULL_FILES, FULL_SECRETS
 FieldPath = tuple[str | int, ...]
 
 
+class Key(str):
+    """In a field path: the key itself of a mapping entry (a menu's option key), not its value."""
+
+
+ANY_KEY = "*"  # in a field path from the walk: any entry of a mapping (moved to the baseline's first)
+
+
 def text_fields(model: type[BaseModel] = DesiredState, path: FieldPath = ()) -> Iterator[FieldPath]:
-    """The path of every string-typed field reachable from `model` (list items at index 0)."""
+    """The path of every string-typed field reachable from `model` (list items at index 0, mapping
+    entries as ANY_KEY), by the YAML key (`from`, not the attribute `from_address`)."""
+    # The resolved annotations: a field whose model is defined further down the module (Extension's
+    # `forward: Forward | None`) is a ForwardRef in model_fields until pydantic first rebuilds it.
+    hints = typing.get_type_hints(model, include_extras=True)
     for name, info in model.model_fields.items():
-        yield from _from_annotation(info.annotation, (*path, name))
+        yield from _from_annotation(hints.get(name, info.annotation), (*path, info.alias or name))
 
 
 def _from_annotation(annotation: Any, path: FieldPath) -> Iterator[FieldPath]:
@@ -52,12 +63,17 @@ def _from_annotation(annotation: Any, path: FieldPath) -> Iterator[FieldPath]:
             yield from _from_annotation(arg, path)
     elif origin is list:
         yield from _from_annotation(args[0], (*path, 0))
+    elif origin is dict:
+        if any(p == path for p in _from_annotation(args[0], path)):  # string keys: the key itself
+            yield (*path, Key(ANY_KEY + "key"))  # not equal to ANY_KEY: both stay in a set
+        yield from _from_annotation(args[1], (*path, ANY_KEY))
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         yield from text_fields(annotation, path)
 
 
 FIELDS = sorted(set(text_fields()), key=field_name)
 FILE_OF = {"pbx": "pbx.yaml", "providers": "providers.yaml", "extensions": "extensions.yaml"}
+FILE_OF |= {key: "office.yaml" for key in ("ring_groups", "schedules", "menus", "queues")}
 BASE_DATA: dict[str, Any] = {}
 for _text in FULL_FILES.values():
     BASE_DATA.update(yaml.safe_load(_text))
@@ -85,7 +101,7 @@ INJECTIONS = [
 
 def get(data: Any, path: FieldPath) -> Any:
     for part in path:
-        data = data[part]
+        data = str(part) if isinstance(part, Key) else data[part]
     return data
 
 
@@ -95,6 +111,15 @@ def concrete(data: Any, path: FieldPath) -> FieldPath | None:
     if not path:
         return () if isinstance(data, str) else None
     part, rest = path[0], path[1:]
+    if isinstance(part, Key):  # the first key of the mapping, as text
+        keys = [k for k in data if isinstance(k, str)] if isinstance(data, dict) else []
+        return (Key(keys[0]),) if keys and not rest else None
+    if part == ANY_KEY:
+        for key, item in data.items() if isinstance(data, dict) else ():
+            found = concrete(item, rest)
+            if found is not None:
+                return (key, *found)
+        return None
     if isinstance(part, int):
         for i, item in enumerate(data if isinstance(data, list) else []):
             found = concrete(item, rest)
@@ -108,7 +133,13 @@ def concrete(data: Any, path: FieldPath) -> FieldPath | None:
 
 
 def put(data: Any, path: FieldPath, value: str) -> None:
-    get(data, path[:-1])[path[-1]] = value
+    parent, last = get(data, path[:-1]), path[-1]
+    if isinstance(last, Key):  # rename the entry, in its place
+        items = [(value if k == str(last) else k, v) for k, v in parent.items()]
+        parent.clear()
+        parent.update(items)
+    else:
+        parent[last] = value
 
 
 def write(directory: Path, data: dict[str, Any]) -> None:
@@ -148,15 +179,36 @@ _COMMENT = re.compile(r"(?<!\\);")
 
 
 def skeleton(files: dict[str, str]) -> dict[str, Any]:
-    """What no value may change: lines, comment starts per line, sections with their types and keys."""
+    """What no value may change: lines, comment starts per line, sections with their types and keys
+    (msmtprc, which msmtp reads: lines, which are comments, and each line's key and argument count)."""
     return {
-        name: (
-            len(text.split("\n")),
-            [len(_COMMENT.findall(line)) for line in text.split("\n")],
-            [(s.type, [k for k, _ in s.options]) for s in parse_conf(text)],
-        )
+        name: (_msmtp_skeleton(text) if name == "msmtprc" else _conf_skeleton(text))
         for name, text in files.items()
     }
+
+
+def _conf_skeleton(text: str) -> Any:
+    return (
+        len(text.split("\n")),
+        [len(_COMMENT.findall(line)) for line in text.split("\n")],
+        [(s.type, [k for k, _ in s.options]) for s in parse_conf(text)],
+    )
+
+
+# One msmtp argument: a word, or a double-quoted string with \" and \\ escaped (render.msmtp_quote).
+_MSMTP_LINE = re.compile(r'(\S+)(?: (?:"(?:[^"\\]|\\.)*"|[^\s"]+))?')
+
+
+def _msmtp_skeleton(text: str) -> Any:
+    lines = text.split("\n")
+    shape = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            shape.append("#" if line.strip() else "")
+            continue
+        match = _MSMTP_LINE.fullmatch(line)
+        shape.append(match.group(1) if match else f"unreadable: {line!r}")
+    return (len(lines), shape)
 
 
 BASELINE = render_or_refusal(BASE_DATA, dict(FULL_SECRETS))
@@ -186,7 +238,7 @@ def test_the_baseline_sets_every_text_field_of_the_model() -> None:
 
 def test_the_baseline_references_every_kind_of_secret() -> None:
     state = load_desired_from(BASE_DATA)
-    assert {use.kind for use in secret_refs(state)} == {"password", "username", "pin"}
+    assert {use.kind for use in secret_refs(state)} == {"password", "username", "pin", "issued"}
 
 
 def load_desired_from(data: dict[str, Any]) -> DesiredState:

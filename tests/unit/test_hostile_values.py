@@ -110,6 +110,8 @@ SOURCES_AND_CHARS = [
         ("TRUNK_USER", "desired/providers.yaml:6", "providers[0].username"),
         ("VM_4001_PIN", "desired/extensions.yaml:6", "extensions[0].voicemail.pin"),
         ("EXT_4002_PASSWORD", "desired/extensions.yaml:11", "extensions[1].password"),
+        ("SMTP_USER", "desired/pbx.yaml:13", "pbx.smtp.username"),
+        ("SMTP_PASSWORD", "desired/pbx.yaml:14", "pbx.smtp.password"),
     ],
 )
 def test_a_secret_value_with_a_line_break_or_control_character_is_refused_by_its_name(
