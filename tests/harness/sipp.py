@@ -355,12 +355,14 @@ def answering_phone(
     *,
     expires: int = 300,
     max_life_s: float = 300.0,
+    scenario: str = "answer.xml",
 ) -> Iterator[AnsweringPhone]:
     """Register `ext` from a reserved local port, then answer calls there until the block ends.
 
     The REGISTER (digest auth) runs first as its own SIPp; then a UAS SIPp listens on the SAME
     port (the contact the PBX now has). The PBX's MWI NOTIFY and OPTIONS are answered 200 and are
     not counted as calls. On exit the UAS is SIGKILLed and the contact unregistered.
+    `scenario`: the UAS scenario (`calls.ringing_phone` passes ring.xml: a phone that only rings).
     Raises SippError when the registration is refused.
     """
     port = ports.reserve_port()
@@ -375,7 +377,7 @@ def answering_phone(
             raise SippError(f"answering phone {ext} could not register: {registration.describe()}")
         phone = AnsweringPhone(ext, port, events, registration)
         argv = _argv(
-            "answer.xml", pbx_port, port, media, run_dir,
+            scenario, pbx_port, port, media, run_dir,
             service=ext, keys={"events": str(events)}, credentials=None,
             timeout_s=max_life_s, calls=None, extra=("-aa",),
         )  # fmt: skip
