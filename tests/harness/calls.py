@@ -208,6 +208,9 @@ def _offsets(text: str) -> tuple[int, int]:
 class BackgroundCall:
     """A scripted call running in the background; `result()` waits for it and parses its trace."""
 
+    # A phone's port is reserved for the one call and released with it; a trunk's is not.
+    releases_local_port = True
+
     def __init__(
         self, proc: subprocess.Popen[bytes], run_dir: Path, local_port: int, media: int, bound_s: float
     ) -> None:
@@ -234,7 +237,8 @@ class BackgroundCall:
             killed = True
         finally:
             sipp._kill(self.process)
-            ports.release_port(self.local_port)
+            if self.releases_local_port:
+                ports.release_port(self.local_port)
             ports.release_port(self._media)
         trace = self.run_dir / "messages.log"
         messages = sipp.parse_trace(trace.read_text(errors="replace")) if trace.exists() else []

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -57,41 +55,11 @@ def _trunk_scenario(run_dir: Path, steps: Sequence[Step], dtmf: DtmfMethod) -> P
     return path
 
 
-class TrunkCall:
-    """One inbound call from the trunk, running in the background; `result()` waits for it."""
+class TrunkCall(calls.BackgroundCall):
+    """One inbound call from the trunk, running in the background; `result()` waits for it. The
+    trunk's own port stays reserved: it serves every call of the module."""
 
-    def __init__(
-        self, proc: subprocess.Popen[bytes], run_dir: Path, local_port: int, media: int, bound_s: float
-    ):
-        self.process = proc
-        self.run_dir = run_dir
-        self.local_port = local_port
-        self._media = media
-        self._deadline = time.monotonic() + bound_s
-        self._result: sipp.SippResult | None = None
-
-    @property
-    def running(self) -> bool:
-        """The SIPp of this call is still running."""
-        return self.process.poll() is None
-
-    def result(self) -> sipp.SippResult:
-        """Wait (at most until the call's bound) for SIPp to exit, SIGKILL it after that; parse its trace."""
-        if self._result is not None:
-            return self._result
-        killed = False
-        try:
-            self.process.wait(timeout=max(self._deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            killed = True
-        finally:
-            sipp._kill(self.process)
-            ports.release_port(self._media)
-        trace = self.run_dir / "messages.log"
-        messages = sipp.parse_trace(trace.read_text(errors="replace")) if trace.exists() else []
-        code = self.process.returncode if self.process.returncode is not None else -9
-        self._result = sipp.SippResult(code, messages, self.run_dir, self.local_port, killed)
-        return self._result
+    releases_local_port = False
 
 
 class SippTrunk:
