@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS cdr (
     disposition TEXT,
     uniqueid TEXT,
     target TEXT,
-    provider TEXT
+    provider TEXT,
+    dialled TEXT
 );
 CREATE INDEX IF NOT EXISTS cdr_calldate ON cdr (calldate);

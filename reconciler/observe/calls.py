@@ -43,6 +43,7 @@ CDR_COLUMNS = (
     "uniqueid",
     "target",
     "provider",
+    "dialled",
 )
 # What the CDR engine writes as a disposition (cdr.conf: unanswered and congestion are logged).
 DISPOSITIONS = ("ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION")
@@ -77,7 +78,7 @@ class CallRecord:
 
     time: str  # ISO 8601 UTC, e.g. 2026-12-02T10:23:43Z ("" when the row has no valid calldate)
     caller: str  # CDR src: the caller ID number
-    dialled: str  # CDR dst: the extension the call was in when it ended its dialplan walk
+    dialled: str  # CDR(gitops_dialled): what the caller dialled (a DID, 600); else CDR dst
     target: str  # CDR(gitops_target), e.g. ring_group:600 ("" when the dialplan did not set it)
     provider: str  # CDR(gitops_provider), for calls out
     duration_s: int
@@ -225,7 +226,7 @@ def record_from_row(row: Mapping[str, Any]) -> CallRecord:
     return CallRecord(
         time=iso_time(_as_text(row.get("calldate"))),
         caller=_as_text(row.get("src")),
-        dialled=_as_text(row.get("dst")),
+        dialled=_as_text(row.get("dialled")) or _as_text(row.get("dst")),
         target=_as_text(row.get("target")),
         provider=_as_text(row.get("provider")),
         duration_s=_as_int(row.get("duration")),

@@ -16,7 +16,6 @@ import email
 import email.policy
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
@@ -28,11 +27,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from tests.harness import ports
 
-# AUTH over plain TCP on loopback with test credentials is the point; aiosmtpd warns about it per
-# connection (in its own thread) and about its own deprecated Session.login_data on every login.
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning)
-warnings.filterwarnings("ignore", message="Session.login_data is deprecated", category=DeprecationWarning)
-
+# aiosmtpd's warnings about AUTH without TLS (the point here) are filtered in pyproject.toml.
 
 @dataclass(frozen=True)
 class Received:

@@ -19,6 +19,7 @@ from reconciler.asterisk.sipready import sip_answers, wait_sip_ready
 from reconciler.settings import AMI_CONTAINER_SECRET_PATH
 from tests.harness import ports
 from tests.harness.containers import PbxStack
+from tests.harness.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +68,17 @@ def test_pjsipshowendpoint_gives_the_same_endpoint_as_the_cli(
 
 def test_registrations_over_ami_match_the_cli(channels: tuple[AmiChannel, ExecChannel]) -> None:
     ami, exe = channels
-    over_ami = {(r.name, r.status) for r in ami.registrations()}
-    over_exec = {(r.name, r.status) for r in exe.registrations()}
+    reads: list[tuple[set[tuple[str, str]], set[tuple[str, str]]]] = []
+
+    def agree() -> bool:
+        over_ami = {(r.name, r.status) for r in ami.registrations()}
+        reads.append((over_ami, {(r.name, r.status) for r in exe.registrations()}))
+        return reads[-1][0] == reads[-1][1]
+
+    # The two reads are a moment apart and a registration may change state between them (a
+    # re-registration): they must agree once it settles, and never would if one parser were wrong.
+    poll(agree, 15.0)
+    over_ami, over_exec = reads[-1]
     assert over_ami == over_exec and over_ami
 
 

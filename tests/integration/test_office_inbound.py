@@ -287,7 +287,8 @@ def test_reconciler_calls_lists_the_calls_with_the_targets_they_passed(office: O
         "menu:main > extension:4002",
     }, chains
     assert all(c["provider"] == office.trunk.name for c in menu), chains
-    # `dialled` is the CDR's dst: the last extension the call reached, not the DID it came in on
+    # `dialled` is what the caller dialled (the DID), not where the menu sent the call
+    assert all(c["dialled"] == MENU_DID for c in menu), chains
 
     queue = [c for c in listed if (c["target"] or "").startswith("queue:700")]
     assert queue and any(c["dialled"] == "700" and c["disposition"] == "ANSWERED" for c in queue), chains

@@ -33,6 +33,8 @@ from tests.unit.desired_support import (
 
 GOLDEN_DIR = REPO_ROOT / "tests" / "fixtures" / "render"
 GOLDEN_REVISION = "0123456789abcdef0123456789abcdef01234567"
+# The call record keeps the number first dialled; a forward or a menu later does not replace it.
+RECORD_DIALLED = "same => n,ExecIf($[${LEN(${CDR(gitops_dialled)})} = 0]?Set(CDR(gitops_dialled)=${EXTEN}))"
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,8 @@ def test_a_pattern_route_checks_the_endpoint_and_the_mailbox_exist_before_dialli
 ) -> None:
     lines = _internal_lines(files)
     start = lines.index(next(line for line in lines if line.startswith("exten => _4XXX,1,")))
-    assert lines[start + 1] == "same => n,Goto(gitops-ext,${EXTEN},1)"
+    assert lines[start + 1] == RECORD_DIALLED
+    assert lines[start + 2] == "same => n,Goto(gitops-ext,${EXTEN},1)"
     # What a call to an extension does lives in [gitops-ext], for every kind of target alike.
     route = _context_lines(files, "gitops-ext")
     assert route[0] == "exten => _X.,1,Gosub(gitops-hop,s,1(extension:${EXTEN}))"
@@ -173,11 +176,24 @@ def _internal_lines(files: dict[str, str]) -> list[str]:
 def test_the_dialplan_sends_9_plus_number_out_with_the_9_stripped(files: dict[str, str]) -> None:
     lines = _internal_lines(files)
     start = lines.index(next(line for line in lines if line.startswith("exten => _9X.,1,")))
-    route = lines[start : start + 7]
+    route = lines[start + 1 : start + 8]
+    assert route[0] == RECORD_DIALLED
     assert route[1] == "same => n,Gosub(gitops-cdr,s,1(route:external,pbx_provider))"
     assert route[2] == "same => n,Set(NUM=${FILTER(0123456789,${EXTEN:1})})"
     assert route[3] == "same => n,GotoIf($[${LEN(${NUM})} != ${LEN(${EXTEN:1})}]?reject)"
     assert route[4] == "same => n,Dial(PJSIP/${NUM}@pbx_provider,60)"
+
+
+def test_every_way_a_call_starts_records_the_number_dialled(files: dict[str, str]) -> None:
+    lines = [line.strip() for line in files["extensions.conf"].splitlines()]
+    starts = [
+        i
+        for i, line in enumerate(lines)
+        if re.match(r"exten => (_4XXX|_9X\.|911|112|600|700|\+34910000000|\+34910000001),1,NoOp\(", line)
+    ]
+    assert len(starts) == 8
+    for i in starts:
+        assert RECORD_DIALLED in lines[i + 1 : i + 3], lines[i]
 
 
 def test_emergency_numbers_come_first_as_exact_extensions_dialled_as_is(files: dict[str, str]) -> None:
