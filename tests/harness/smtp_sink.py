@@ -29,6 +29,7 @@ from tests.harness import ports
 
 # aiosmtpd's warnings about AUTH without TLS (the point here) are filtered in pyproject.toml.
 
+
 @dataclass(frozen=True)
 class Received:
     """One message the sink accepted."""
