@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from xml.etree import ElementTree
 
 from tests.harness import ports, sipp
@@ -269,23 +269,54 @@ def start_call(
     PBX keeps ringing until its Dial timeout).
     """
     port = ports.reserve_port()
-    media = ports.reserve_port(also_free=(2,))
-    run_dir = sipp._run_dir(f"steps-{ext}-{dial.replace('*', 's').replace('#', 'h')}")
-    all_steps = list(steps) + ([Pause(timeout_s)] if hangup == "pbx" else [])
-    scenario = _scenario(run_dir, all_steps, dtmf, ring_timeout_s)
-    argv = sipp._argv(
-        "call_steps.xml", pbx_port, port, media, run_dir,
-        service=ext, keys={"dial": dial, "sdp_port": str(media_port or media)},
-        credentials=(ext, password), timeout_s=timeout_s,
-    )  # fmt: skip
-    argv[argv.index("-sf") + 1] = str(scenario)
     try:
-        proc = sipp._spawn(argv, run_dir)
+        return spawn_scripted(
+            BackgroundCall, f"steps-{ext}-{dial.replace('*', 's').replace('#', 'h')}", pbx_port, port,
+            lambda run_dir, all_steps: _scenario(run_dir, all_steps, dtmf, ring_timeout_s),
+            steps, service=ext, dial=dial, credentials=(ext, password), media_port=media_port,
+            hangup=hangup, timeout_s=timeout_s,
+        )  # fmt: skip
     except BaseException:
         ports.release_port(port)
+        raise
+
+
+CallT = TypeVar("CallT", bound="BackgroundCall")
+
+
+def spawn_scripted(
+    call_class: type[CallT],
+    label: str,
+    pbx_port: int,
+    local_port: int,
+    scenario: Callable[[Path, list[Step]], Path],
+    steps: Sequence[Step],
+    *,
+    service: str,
+    dial: str,
+    credentials: tuple[str, str] | None,
+    media_port: int | None,
+    hangup: Literal["caller", "pbx"],
+    timeout_s: float,
+    extra: Sequence[str] = (),
+) -> CallT:
+    """Start SIPp from `local_port` with the scenario `scenario(run_dir, steps)` writes (steps, then a
+    wait for the PBX's BYE with `hangup="pbx"`), a media port of its own; return `call_class` at once."""
+    media = ports.reserve_port(also_free=(2,))
+    run_dir = sipp._run_dir(label)
+    all_steps = list(steps) + ([Pause(timeout_s)] if hangup == "pbx" else [])
+    argv = sipp._argv(
+        "call_steps.xml", pbx_port, local_port, media, run_dir,
+        service=service, keys={"dial": dial, "sdp_port": str(media_port or media)},
+        credentials=credentials, timeout_s=timeout_s, extra=tuple(extra),
+    )  # fmt: skip
+    try:
+        argv[argv.index("-sf") + 1] = str(scenario(run_dir, all_steps))
+        proc = sipp._spawn(argv, run_dir)
+    except BaseException:
         ports.release_port(media)
         raise
-    return BackgroundCall(proc, run_dir, port, media, timeout_s + 5)
+    return call_class(proc, run_dir, local_port, media, timeout_s + 5)
 
 
 def scripted_call(

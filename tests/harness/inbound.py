@@ -97,22 +97,12 @@ class SippTrunk:
         """Send an INVITE for `did` from the trunk's port and run `steps` after the 200; return at once."""
         if self._current is not None and self._current.running:
             raise sipp.SippError(f"trunk {self.name} is already in a call (one port, one call at a time)")
-        media = ports.reserve_port(also_free=(2,))
-        run_dir = sipp._run_dir(f"trunk-{did.lstrip('+')}")
-        all_steps = list(steps) + ([Pause(timeout_s)] if hangup == "pbx" else [])
-        scenario = _trunk_scenario(run_dir, all_steps, dtmf)
-        argv = sipp._argv(
-            "call_steps.xml", pbx_port, self.port, media, run_dir,
-            service=self.caller, keys={"dial": did, "sdp_port": str(media_port or media)},
-            credentials=None, timeout_s=timeout_s, extra=("-aa",),
+        self._current = calls.spawn_scripted(
+            TrunkCall, f"trunk-{did.lstrip('+')}", pbx_port, self.port,
+            lambda run_dir, all_steps: _trunk_scenario(run_dir, all_steps, dtmf),
+            steps, service=self.caller, dial=did, credentials=None, media_port=media_port,
+            hangup=hangup, timeout_s=timeout_s, extra=("-aa",),
         )  # fmt: skip
-        argv[argv.index("-sf") + 1] = str(scenario)
-        try:
-            proc = sipp._spawn(argv, run_dir)
-        except BaseException:
-            ports.release_port(media)
-            raise
-        self._current = TrunkCall(proc, run_dir, self.port, media, timeout_s + 5)
         return self._current
 
     @contextlib.contextmanager
