@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -585,7 +586,12 @@ class Schedule(_Model):
         return [parse_span(s) for s in self.open]
 
 
-SOUND_RE = r"^[a-z0-9][a-z0-9_-]*(?:/[a-z0-9][a-z0-9_-]*)*$"
+OWN_SOUNDS_DIR = "sounds"
+OWN_SOUNDS_HELP = (
+    "recordings of your own (desired/sounds/) are not supported yet: "
+    "use a sound Asterisk ships, e.g. demo-congrats"
+)
+SOUND_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:/[A-Za-z0-9][A-Za-z0-9_-]*)*$"  # vm-INBOX, digits/1
 MENU_KEY_RE = r"^[0-9*#]$"
 
 
@@ -609,7 +615,7 @@ class Menu(_Model):
     prompt: str = Field(
         pattern=SOUND_RE,
         max_length=80,
-        description="A sound shipped with Asterisk, without extension (e.g. demo-congrats).",
+        description="A sound the PBX has (shipped with Asterisk), without extension (e.g. demo-congrats).",
     )
     options: Annotated[dict[MenuKey, Target], BeforeValidator(_menu_options)] = Field(
         min_length=1, description='Key → target, e.g. {"1": ring_group:600, "0": extension:4000}.'
@@ -617,6 +623,13 @@ class Menu(_Model):
     wait_seconds: Int = Field(5, ge=1, le=60, description="How long to wait for a key after the prompt.")
     timeout: Target = Field("hangup", description="Where the call goes when no key is pressed.")
     invalid: Target = Field("hangup", description="Where the call goes after a key with no option.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _shipped_sound(cls, value: str) -> str:
+        if value.split("/", 1)[0] == OWN_SOUNDS_DIR:
+            raise ValueError(OWN_SOUNDS_HELP)
+        return value
 
 
 QueueStrategy = Literal["ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear"]
@@ -996,7 +1009,8 @@ def _check_features(
         if queue.music not in MUSIC_CLASSES:
             yield Issue(
                 at("queues", i, "music"),
-                f"no music class {queue.music!r} (known: {', '.join(MUSIC_CLASSES)})",
+                f"no music class {queue.music!r} (known: {', '.join(MUSIC_CLASSES)}; "
+                "classes of your own from files are not supported yet)",
             )
     for i, menu in enumerate(state.menus):
         for key, target in menu.options.items():

@@ -70,6 +70,14 @@ class Rendered:
     secret_values: frozenset[str]
     # The resolved secrets, for the rows of the realtime store (never printed: repr hides them).
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Where each field came from (a LoadedState), for problems only the PBX can find (a sound it
+    # does not have); None for a render made without files.
+    loaded: Any = field(default=None, repr=False, compare=False)
+
+    def problem(self, path: FieldPath, message: str) -> Problem:
+        """A problem of the field at `path`, at its FILE:LINE when known."""
+        file, line = self.loaded.locate(path) if self.loaded is not None else ("desired state", 0)
+        return Problem(file, line, field_name(path), message)
 
 
 def mailbox_pin(ext: Extension, secrets: Mapping[str, str]) -> str:
@@ -452,4 +460,4 @@ def render_desired(desired_dir: Path, settings: Settings, revision: str | None =
         site_revision(Path(desired_dir), settings.site) if settings.site else revision_of(Path(desired_dir))
     )
     files = _render(loaded.state, secrets, rev, Path(settings.templates_dir))
-    return Rendered(rev, files, loaded.state, secret_values(loaded.state, secrets), dict(secrets))
+    return Rendered(rev, files, loaded.state, secret_values(loaded.state, secrets), dict(secrets), loaded)

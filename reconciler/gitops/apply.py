@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.asterisk import providers_health
+from reconciler.asterisk import sounds as sounds_mod
 from reconciler.asterisk import store as store_mod
 from reconciler.asterisk.client import (
     AsteriskClient,
@@ -47,6 +48,7 @@ from reconciler.errors import (
     LockBusy,
     ManagedWriteFailed,
     RestartRefused,
+    ValidationFailed,
 )
 from reconciler.gitops import plan as plan_mod
 from reconciler.gitops.checks import (
@@ -697,6 +699,18 @@ class _Apply:
         )
 
 
+def _refuse_missing_sounds(rendered: render.Rendered, found: Mapping[str, bool], label: str) -> None:
+    """ValidationFailed (nothing written) naming each prompt the PBX does not have."""
+    missing = sounds_mod.missing_sounds(rendered.state, found)
+    if missing:
+        raise ValidationFailed(
+            [
+                rendered.problem(path, f"no sound {name!r} in the PBX ({label}): {sounds_mod.HINT}")
+                for path, name in missing
+            ]
+        )
+
+
 def _pending_text(pending: PendingRestart | None) -> str | None:
     return None if pending is None else f"{pending.reason} (asked at {pending.requested_at})"
 
@@ -752,10 +766,13 @@ def apply_desired(
     # The read exec also resolves the provider hosts: a provider whose host does not resolve is
     # named even when nothing changed.
     hosts = providers_health.dns_names(rendered.state)
+    # ...and asks Asterisk for the menus' prompts: a missing one stops the apply before any write.
+    prompts = sorted(sounds_mod.prompts(rendered.state))
     while True:
         if waiting_since is not None:
             waited = time.monotonic() - waiting_since
-        live = client.read_live(resolve=hosts)
+        live = client.read_live(resolve=hosts, sounds=prompts)
+        _refuse_missing_sounds(rendered, live.markers.sounds, client.label)
         held = parse_lease(live.lease_text)
         try:
             if (

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.errors import ValidationFailed
 from reconciler.settings import REPO_ROOT
 from tests.harness import calls, sipp
 from tests.harness.calls import Dtmf, Pause, Play
@@ -300,3 +301,27 @@ def test_reconciler_calls_lists_the_calls_with_the_targets_they_passed(office: O
     voicemail = [c for c in listed if c["from"] == "4001" and c["dialled"] == "4003"]
     assert voicemail and voicemail[0]["target"] == "extension:4003", chains
     assert voicemail[0]["disposition"] == "ANSWERED", chains
+
+
+def test_a_menu_prompt_the_pbx_lacks_stops_the_apply_before_anything_is_written(office: Office) -> None:
+    stack = office.stack
+    office_yaml = stack.desired_dir / "office.yaml"
+    good = office_yaml.read_text()
+    before = stack.client().read_managed()
+    office_yaml.write_text(
+        good.replace("prompt: demo-congrats", "prompt: welcome-to-acme").replace(
+            "wait_seconds: 5", "wait_seconds: 7"
+        )
+    )
+    try:
+        with pytest.raises(ValidationFailed) as caught:
+            stack.apply()
+        lines = [str(p) for p in caught.value.problems]
+        assert len(lines) == 1 and "office.yaml:7: menus[0].prompt: no sound 'welcome-to-acme'" in lines[0], (
+            lines
+        )
+        assert stack.client().read_managed() == before, "nothing may be written"
+        assert "WaitExten(7)" not in stack.pbx.cli("dialplan show gitops-menu-main")
+    finally:
+        office_yaml.write_text(good)
+    assert stack.apply().unchanged, "the good state is still the live one"
