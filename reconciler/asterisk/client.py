@@ -141,14 +141,14 @@ class LiveMarkers:
     `pjsip_rev12`: the same, when `pjsip show aor gitops-rev-<rev12>` finds it (Asterisk took it);
     `dialplan_rev12`: what `dialplan show revision@gitops-meta` says (None: no dialplan marker).
     `lookups`: the host names the same exec was asked to resolve, and whether they did.
-    `sounds`: the sounds it was asked about (`reconciler.asterisk.sounds`), and whether Asterisk has them.
+    `sounds`: Asterisk's sound names when the exec was asked for them (`reconciler.asterisk.sounds`).
     """
 
     pjsip_rev12: str | None
     pjsip_declared: str | None
     dialplan_rev12: str | None
     lookups: Mapping[str, HostLookup] = field(default_factory=dict)
-    sounds: Mapping[str, bool] = field(default_factory=dict)
+    sounds: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -400,7 +400,7 @@ class AsteriskClient:
         return f"$(stat -c %y {shlex.quote(self.control_socket)} 2>/dev/null)"
 
     def read_live(
-        self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = (), sounds: Sequence[str] = ()
+        self, boot_timeout_s: float = 15.0, resolve: Sequence[str] = (), sounds: bool = False
     ) -> LiveRead:
         """The managed files, which revision markers Asterisk has live, the transaction records,
         the container's clock and Asterisk's boot id, in ONE exec.
@@ -410,7 +410,7 @@ class AsteriskClient:
         Waits up to `boot_timeout_s` for an Asterisk that is still booting. The host names in
         `resolve` are looked up inside the container in the same exec (`LiveMarkers.lookups`):
         a provider whose host does not resolve is reported even when pjsip.conf did not change.
-        The sounds in `sounds` are looked up in Asterisk's sound index (`LiveMarkers.sounds`).
+        With `sounds`, it also lists Asterisk's sounds (`LiveMarkers.sounds`).
         """
         file_sep = f"--8<-- file-{_random.token_hex(8)} --8<--"
         pjsip = shlex.quote(posixpath.join(self.managed_dir, "pjsip.conf"))
@@ -431,7 +431,7 @@ class AsteriskClient:
         if resolve:
             steps.append(lookup_step(resolve))
         if sounds:
-            steps.append(sounds_mod.sound_step(sounds))
+            steps.append(rx_command(sounds_mod.SOUNDS_QUERY))
         try:
             outputs = self.run_steps(steps).outputs[1:]
         except AsteriskWentAway:
@@ -455,7 +455,7 @@ class AsteriskClient:
                 pjsip_declared=declared or None,
                 dialplan_rev12=dialplan_revision(outputs[2]),
                 lookups=parse_lookups(outputs[5]) if resolve else {},
-                sounds=sounds_mod.parse_sound_step(outputs[-1]) if sounds else {},
+                sounds=sounds_mod.parse_sounds(outputs[-1]) if sounds else None,
             ),
             journal_text=files.get(JOURNAL_PATH),
             lease_text=files.get(LEASE_PATH),

@@ -699,9 +699,9 @@ class _Apply:
         )
 
 
-def _refuse_missing_sounds(rendered: render.Rendered, found: Mapping[str, bool], label: str) -> None:
+def _refuse_missing_sounds(rendered: render.Rendered, available: frozenset[str] | None, label: str) -> None:
     """ValidationFailed (nothing written) naming each prompt the PBX does not have."""
-    missing = sounds_mod.missing_sounds(rendered.state, found)
+    missing = sounds_mod.missing_sounds(rendered.state, available)
     if missing:
         raise ValidationFailed(
             [
@@ -766,12 +766,12 @@ def apply_desired(
     # The read exec also resolves the provider hosts: a provider whose host does not resolve is
     # named even when nothing changed.
     hosts = providers_health.dns_names(rendered.state)
-    # ...and asks Asterisk for the menus' prompts: a missing one stops the apply before any write.
-    prompts = sorted(sounds_mod.prompts(rendered.state))
+    # ...and lists Asterisk's sounds for the menus' prompts: a missing one stops it before any write.
+    ask_sounds = bool(rendered.state.menus)
     while True:
         if waiting_since is not None:
             waited = time.monotonic() - waiting_since
-        live = client.read_live(resolve=hosts, sounds=prompts)
+        live = client.read_live(resolve=hosts, sounds=ask_sounds)
         _refuse_missing_sounds(rendered, live.markers.sounds, client.label)
         held = parse_lease(live.lease_text)
         try:

@@ -4,13 +4,11 @@ missing prompt before anything is written) is in tests/integration/test_office_i
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from reconciler.asterisk.sounds import HINT, missing_sounds, parse_sound_step, prompts, sound_step
+from reconciler.asterisk.sounds import HINT, missing_sounds, parse_sounds, prompts
 from reconciler.desired.load import load_desired
 from reconciler.desired.model import OWN_SOUNDS_HELP
 from reconciler.desired.render import Rendered
@@ -18,36 +16,19 @@ from reconciler.errors import ValidationFailed
 from reconciler.gitops.apply import _refuse_missing_sounds
 from tests.unit.desired_support import edit, problems
 
-# What Asterisk 22 prints for `core show sound NAME` (observed in the project's image).
-FOUND = "Indexed Information for demo-congrats:\n  Language en:\n    Format: gsm"
-NOT_FOUND = "ERROR: File nosuch not found in index\nCommand 'core show sound nosuch' failed."
+# What Asterisk 22 prints for `core show sounds` (observed in the project's image, shortened).
+SOUNDS = "Available audio files:\nactivated\ndemo-congrats\ndigits/1\nvm-INBOX\n"
 UNREACHABLE = "Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)"
 
 
-def _run_step(tmp_path: Path, names: list[str], answers: dict[str, str]) -> str:
-    """Run `sound_step(names)` with an `asterisk` on PATH that answers like Asterisk does."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in answers.items():
-        (bin_dir / name.replace("/", "_")).write_text(text + "\n")
-    stub = bin_dir / "asterisk"
-    stub.write_text(f'#!/bin/sh\nf=$(echo "${{2#core show sound }}" | tr / _)\ncat "{bin_dir}/$f"\n')
-    stub.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    return subprocess.run(["sh", "-c", sound_step(names)], capture_output=True, text=True, env=env).stdout
+def test_the_sound_list_is_read_one_name_a_line_after_its_header() -> None:
+    noisy = "No ethernet interface found for seeding global EID. You will have to set it manually.\n" + SOUNDS
+    assert parse_sounds(noisy) == {"activated", "demo-congrats", "digits/1", "vm-INBOX"}
 
 
-def test_a_sound_asterisk_indexes_is_found_and_one_it_does_not_is_missing(tmp_path: Path) -> None:
-    out = _run_step(tmp_path, ["demo-congrats", "nosuch"], {"demo-congrats": FOUND, "nosuch": NOT_FOUND})
-    assert parse_sound_step(out) == {"demo-congrats": True, "nosuch": False}
-
-
-def test_an_unreachable_asterisk_is_neither_found_nor_missing_its_words_come_through(
-    tmp_path: Path,
-) -> None:
-    out = _run_step(tmp_path, ["demo-congrats"], {"demo-congrats": UNREACHABLE})
-    assert parse_sound_step(out) == {}
-    assert "Unable to connect to remote asterisk" in out  # the read exec raises AsteriskWentAway on it
+def test_an_answer_that_is_no_sound_list_judges_no_prompt(sample: Path) -> None:
+    assert parse_sounds(UNREACHABLE) is None and parse_sounds("") is None
+    assert missing_sounds(load_desired(sample).state, None) == []
 
 
 def test_the_sample_asks_for_its_menu_prompt_with_the_field_that_names_it(sample: Path) -> None:
@@ -62,16 +43,14 @@ def _rendered(sample: Path) -> Rendered:
 def test_a_prompt_the_pbx_lacks_stops_the_apply_at_its_file_and_line(sample: Path) -> None:
     edit(sample, "office.yaml", "prompt: demo-congrats", "prompt: welcome-to-acme")
     with pytest.raises(ValidationFailed) as caught:
-        _refuse_missing_sounds(_rendered(sample), {"welcome-to-acme": False}, "gitops-pbx")
+        _refuse_missing_sounds(_rendered(sample), parse_sounds(SOUNDS), "gitops-pbx")
     assert [str(p) for p in caught.value.problems] == [
         f"desired/office.yaml:26: menus[0].prompt: no sound 'welcome-to-acme' in the PBX (gitops-pbx): {HINT}"
     ]
 
 
-def test_a_prompt_the_pbx_has_or_was_not_asked_about_passes(sample: Path) -> None:
-    rendered = _rendered(sample)
-    _refuse_missing_sounds(rendered, {"demo-congrats": True}, "gitops-pbx")
-    assert missing_sounds(rendered.state, {}) == []
+def test_a_prompt_the_pbx_has_passes(sample: Path) -> None:
+    _refuse_missing_sounds(_rendered(sample), parse_sounds(SOUNDS), "gitops-pbx")
 
 
 @pytest.mark.parametrize("prompt", ["vm-INBOX", "digits/1", "demo-congrats"])
