@@ -69,6 +69,14 @@ CDR_DB=/var/log/asterisk/master.db
 if [ -e "$CDR_DB" ]; then chown asterisk:asterisk "$CDR_DB"; fi
 setpriv --reuid=asterisk --regid=asterisk --init-groups \
     sqlite3 -bail "$CDR_DB" < /usr/local/share/asterisk-gitops/cdr-schema.sql > /dev/null
+# A table made by an earlier image lacks the columns added since (CREATE TABLE IF NOT EXISTS keeps
+# it): without them every insert would fail and the calls go unrecorded.
+for column in dialled; do
+    if [ -z "$(sqlite3 "$CDR_DB" "SELECT 1 FROM pragma_table_info('cdr') WHERE name = '$column'")" ]; then
+        setpriv --reuid=asterisk --regid=asterisk --init-groups \
+            sqlite3 -bail "$CDR_DB" "ALTER TABLE cdr ADD COLUMN $column TEXT" > /dev/null
+    fi
+done
 chmod 0640 "$CDR_DB"
 
 # The realtime store (extensions as rows, see res_config_sqlite3.conf): created with its schema when

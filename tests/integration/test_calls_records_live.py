@@ -1,8 +1,6 @@
 """A real call leaves a record in the PBX's CDR database, and `reconciler calls --json --container
-NAME` lists it: who called, what was dialled, how it ended.
-
-The dialplan sets CDR(gitops_target) only once the office-features templates land, so `target` is
-checked only when it is there."""
+NAME` lists it: who called, what was dialled, the target and provider, how it ended. A record table
+made by an older image gains the new columns when the PBX starts (the last test: it restarts it)."""
 
 from __future__ import annotations
 
@@ -13,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.observe.calls import cdr_db_path
 from reconciler.settings import REPO_ROOT
 from tests.harness import sipp
 from tests.harness.containers import PbxStack, poll
@@ -58,8 +57,7 @@ def test_an_answered_call_between_extensions_is_listed(live_pbx: PbxStack) -> No
     assert call["disposition"] == "ANSWERED"
     assert call["duration_s"] >= call["billsec_s"] >= 0
     assert call["time"].endswith("Z") and call["uniqueid"]
-    if call["target"]:
-        assert call["target"] == "extension:4002"
+    assert call["target"] == "extension:4002"
     assert set(call) == {
         "time",
         "from",
@@ -89,8 +87,7 @@ def test_a_call_out_through_the_provider_is_listed_with_the_number_dialled(
     call = found()[0]
     assert call["from"] == "4001"
     assert call["disposition"] == "ANSWERED"
-    if call["provider"]:
-        assert call["provider"] == "fake_provider"
+    assert call["provider"] == "fake_provider" and call["target"] == "route:external"
 
 
 def test_a_future_since_lists_nothing_and_says_so(live_pbx: PbxStack) -> None:
@@ -99,3 +96,21 @@ def test_a_future_since_lists_nothing_and_says_so(live_pbx: PbxStack) -> None:
     assert code == 0
     assert listed == []
     assert "no calls since 2999-01-01 00:00:00 UTC" in err
+
+
+def test_a_record_table_from_an_older_image_gains_the_new_columns_when_the_pbx_starts(
+    live_pbx: PbxStack,
+) -> None:
+    pbx = live_pbx.pbx
+    db = cdr_db_path("/var/log/asterisk/messages.log")
+
+    def columns() -> list[str]:
+        code, out = pbx.exec(["sqlite3", db, "SELECT name FROM pragma_table_info('cdr')"], user="asterisk")
+        assert code == 0, out
+        return out.split()
+
+    code, out = pbx.exec(["sqlite3", db, "ALTER TABLE cdr DROP COLUMN dialled"], user="asterisk")
+    assert code == 0 and "dialled" not in columns(), out
+    pbx.docker_restart()
+    assert columns()[-1] == "dialled"
+    test_an_answered_call_between_extensions_is_listed(live_pbx)  # and calls are recorded again
