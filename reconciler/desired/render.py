@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.runtime
@@ -44,6 +44,9 @@ from reconciler.errors import Problem, ReconcilerError, ValidationFailed
 from reconciler.markers import REVISION_HELP, pjsip_marker, rev12, valid_revision
 from reconciler.settings import Settings
 from reconciler.textrules import unsafe_character, unsafe_lines
+
+if TYPE_CHECKING:
+    from reconciler.desired.load import LoadedState
 
 RENDERED_FILES = (
     "pjsip.conf",
@@ -72,7 +75,7 @@ class Rendered:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Where each field came from (a LoadedState), for problems only the PBX can find (a sound it
     # does not have); None for a render made without files.
-    loaded: Any = field(default=None, repr=False, compare=False)
+    loaded: LoadedState | None = field(default=None, repr=False, compare=False)
 
     def problem(self, path: FieldPath, message: str) -> Problem:
         """A problem of the field at `path`, at its FILE:LINE when known."""
