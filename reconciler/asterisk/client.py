@@ -29,7 +29,15 @@ from typing import Any
 from reconciler.asterisk import lease as lease_mod
 from reconciler.asterisk import sounds as sounds_mod
 from reconciler.asterisk import store as store_mod
-from reconciler.asterisk.executor import CONTROL_SOCKET, DockerExecutor, Executor, kill_signal_codes
+from reconciler.asterisk.executor import (
+    CONTROL_SOCKET,
+    DEFAULT_CONTROL,
+    ControlMode,
+    DockerExecutor,
+    Executor,
+    kill_signal_codes,
+    make_executor,
+)
 from reconciler.asterisk.journal import (
     JOURNAL_PATH,
     LAST_GOOD,
@@ -62,6 +70,7 @@ from reconciler.markers import (
     dialplan_revision,
     pjsip_marker_query,
 )
+from reconciler.settings import Settings
 
 UNREACHABLE_MARKER = "Unable to connect to remote asterisk"
 # Rendered files not named *.conf (msmtprc): read back and written like the .conf files.
@@ -933,3 +942,14 @@ class AsteriskClient:
                 f"see {self.logs_hint()}",
             )
         return time.monotonic() - start
+
+
+def client_for(settings: Settings, control: ControlMode = DEFAULT_CONTROL) -> AsteriskClient:
+    """The client of `settings`' Asterisk (its container, managed dir and log): its scripts run by
+    `docker exec` (control docker) or right here beside Asterisk (control local, the sidecar)."""
+    return AsteriskClient(
+        settings.container,
+        managed_dir=settings.managed_dir,
+        log_path=settings.asterisk_log,
+        executor=make_executor(control, settings.container, log_path=settings.asterisk_log),
+    )

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler.asterisk.client import AsteriskClient
+from reconciler.asterisk.client import client_for
 from reconciler.asterisk.lease import DEFAULT_LOCK_WAIT_S
 from reconciler.asterisk.restart import DEFAULT_RESTART_WAIT_S, RestartPolicy
 from reconciler.errors import ReconcilerError
@@ -137,7 +137,7 @@ def apply(
     """
     options = ApplyOptions(restart_policy(restart), restart_wait, lock_wait)
     settings = Settings.from_env(env_file=env_file, templates_dir=templates, container=container)
-    client = AsteriskClient(settings.container, settings.managed_dir, settings.asterisk_log)
+    client = client_for(settings)
     console = Console()
     directory = desired_dir or settings.desired_dir
     with console.status(f"applying {directory} to {settings.container}") as status:

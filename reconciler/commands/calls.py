@@ -38,8 +38,8 @@ def calls(
     """The calls Asterisk recorded, newest first: when, from, dialled, what the call went to
     (target), the provider of a call out, how long and how it ended. Exit 3 when Asterisk cannot
     be reached."""
-    from reconciler.asterisk.client import AsteriskClient
-    from reconciler.asterisk.executor import CONTROL_ENV, CONTROL_MODES, make_executor
+    from reconciler.asterisk.client import client_for
+    from reconciler.asterisk.executor import CONTROL_ENV, CONTROL_MODES
     from reconciler.observe.calls import (
         NO_CALLS_NOTE,
         TABLE_COLUMNS,
@@ -66,15 +66,7 @@ def calls(
         raise typer.Exit(EXIT_USAGE)
 
     settings = Settings.from_env(container=container)
-    executor = make_executor(
-        "local" if mode == "local" else "docker", settings.container, log_path=settings.asterisk_log
-    )
-    client = AsteriskClient(
-        settings.container,
-        managed_dir=settings.managed_dir,
-        log_path=settings.asterisk_log,
-        executor=executor,
-    )
+    client = client_for(settings, "local" if mode == "local" else "docker")
     found = read_calls(client, since=since_at, limit=limit)
     note = None
     if not found.records:

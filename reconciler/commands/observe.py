@@ -201,13 +201,11 @@ def status(
 ) -> None:
     """What is live: revision, provider registrations, extensions online. Exit 1 on a problem, 3 when
     Asterisk cannot be reached."""
-    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.asterisk.client import client_for
     from reconciler.observe.status import collect_status
 
     settings = _settings(container, directory, state_dir=state_dir)
-    client = AsteriskClient(
-        settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
-    )
+    client = client_for(settings)
     result = collect_status(settings, client)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
@@ -280,7 +278,7 @@ def check_provider(
     """Test the connection to a provider step by step: DNS, connect (TLS certificate), OPTIONS,
     REGISTER with the configured credentials (then unregister), then make the PBX register again
     (the test may have replaced its binding). Exit 0 when all pass, 1 otherwise."""
-    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.asterisk.client import client_for
     from reconciler.observe.sipcheck import (
         Step,
         Verdict,
@@ -318,9 +316,7 @@ def check_provider(
                 f'{registration_name(target.name)}"` in the PBX fixes it now',
             )
         else:
-            client = AsteriskClient(
-                settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
-            )
+            client = client_for(settings)
             restore = restore_pbx_registration(client, target.name)
         steps.append(restore)
         show(restore)

@@ -93,9 +93,8 @@ def watch(
     ),
 ) -> None:
     """Follow a git branch (or a directory) and keep Asterisk on its head revision."""
-    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.asterisk.client import AsteriskClient, client_for
     from reconciler.asterisk.control import open_control
-    from reconciler.asterisk.executor import make_executor
     from reconciler.desired import secrets
     from reconciler.gitops.apply import ApplyOptions
     from reconciler.gitops.health import HealthPolicy
@@ -151,13 +150,7 @@ def watch(
 
     def new_client() -> AsteriskClient:
         # --control local: no Docker import, the scripts run beside Asterisk (reconciler.asterisk.executor).
-        executor = make_executor(mode, settings.container, log_path=settings.asterisk_log)
-        return AsteriskClient(
-            settings.container,
-            managed_dir=settings.managed_dir,
-            log_path=settings.asterisk_log,
-            executor=executor,
-        )
+        return client_for(settings, mode)
 
     client = new_client()
     rollout = None

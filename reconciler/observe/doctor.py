@@ -443,7 +443,7 @@ def _history_check(settings: Settings) -> Check:
 
 def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = None) -> list[Check]:
     """Run every check in order; returns them (each also passed to `on_check` as it completes)."""
-    from reconciler.asterisk.client import AsteriskClient
+    from reconciler.asterisk.client import client_for
     from reconciler.errors import AsteriskUnavailable
 
     checks: list[Check] = []
@@ -469,9 +469,7 @@ def run_doctor(settings: Settings, on_check: Callable[[Check], None] | None = No
         add(_history_check(settings))
         return checks
     state = _desired_state(settings)
-    client = AsteriskClient(
-        settings.container, managed_dir=settings.managed_dir, log_path=settings.asterisk_log
-    )
+    client = client_for(settings)
     exact, samples = _route_numbers(state)
     try:
         hosts = providers_health.dns_names(state) if state is not None else []
