@@ -21,7 +21,6 @@ containers are removed at the end. Keys are explained in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_reconcile import interrupt_as_exit, median_s  # noqa: E402
+from bench.bench_reconcile import interrupt_as_exit, median_s, report  # noqa: E402
 from reconciler.gitops.apply import apply_desired  # noqa: E402
 from tests.harness.containers import EXTENSIONS, PbxStack, desired_yaml, pbx_stack  # noqa: E402
 
@@ -172,12 +171,7 @@ def main() -> int:
         work = Path(tmp)
         with pbx_stack(work / "stack", name_prefix="bench-office") as stack:
             results = {"office": measure(stack, work, office, args.runs)}
-    for name, row in results.items():
-        print(f"\n[{name}]")
-        for key, value in row.items():
-            print(f"  {key:44} {value:10.3f}" if isinstance(value, float) else f"  {key:44} {value}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    report(results, args.json, width=48)
     return 0
 
 

@@ -404,13 +404,19 @@ def main() -> int:
                 )
         results["render_only"] = measure_render(work / "render", render_scale)
 
+    report(results, args.json)
+    return 0
+
+
+def report(results: dict[str, dict[str, Any]], json_path: Path | None, width: int = 38) -> None:
+    """Print each group of results (`[name]`, then `key value` lines); also write them to `json_path`."""
     for name, row in results.items():
         print(f"\n[{name}]")
         for key, value in row.items():
-            print(f"  {key:38} {value:10.3f}" if isinstance(value, float) else f"  {key:38} {value}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+            shown = f"{value:10.3f}" if isinstance(value, float) else str(value)
+            print(f"  {key:{width}} {shown}")
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
