@@ -229,32 +229,27 @@ def test_a_phone_watching_an_extension_sees_it_ringing_then_in_a_call_then_idle(
 # --- forward and do-not-disturb -----------------------------------------------------------------
 
 
-def test_a_forward_always_in_desired_rings_its_target_instead_of_the_extension(pbx: PbxStack) -> None:
+def _call_rings_4002_and_never(pbx: PbxStack, ext: str) -> None:
+    """With YAML_FORWARDS live, a call to `ext` is answered at 4002 and `ext`'s phone gets no INVITE."""
     apply(pbx, YAML_FORWARDS)
     port = pbx.pbx.sip_port
     with (
-        calls.ringing_phone("4001", pbx.password("4001"), port) as forwarding,
+        calls.ringing_phone(ext, pbx.password(ext), port) as skipped,
         sipp.answering_phone("4002", pbx.password("4002"), port) as target,
     ):
-        result = call_from_caller(pbx, "4001")
+        result = call_from_caller(pbx, ext)
 
         assert result.ok, result.describe()
         assert len(target.answered_calls()) == 1, pbx.pbx.log_tail(40)
-        assert forwarding.invited_calls() == []
+        assert skipped.invited_calls() == []
+
+
+def test_a_forward_always_in_desired_rings_its_target_instead_of_the_extension(pbx: PbxStack) -> None:
+    _call_rings_4002_and_never(pbx, "4001")  # 4001: forward always → 4002
 
 
 def test_an_extension_on_dnd_in_desired_sends_its_calls_to_its_busy_forward(pbx: PbxStack) -> None:
-    apply(pbx, YAML_FORWARDS)
-    port = pbx.pbx.sip_port
-    with (
-        calls.ringing_phone("4003", pbx.password("4003"), port) as resting,
-        sipp.answering_phone("4002", pbx.password("4002"), port) as target,
-    ):
-        result = call_from_caller(pbx, "4003")
-
-        assert result.ok, result.describe()
-        assert len(target.answered_calls()) == 1, pbx.pbx.log_tail(40)
-        assert resting.invited_calls() == []
+    _call_rings_4002_and_never(pbx, "4003")  # 4003: dnd, forward busy → 4002
 
 
 def forward_always(stack: PbxStack, ext: str) -> dict[str, Any]:
