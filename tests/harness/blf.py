@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from tests.harness import ports, sipp
+from tests.harness.waiting import wait_until
 
 Event = Literal["dialog", "presence"]
 ACCEPT: dict[str, str] = {"dialog": "application/dialog-info+xml", "presence": "application/pidf+xml"}
@@ -79,12 +79,8 @@ class Watcher:
 
     def wait_for(self, predicate: Callable[[list[Notify]], bool], timeout_s: float = 10.0) -> list[Notify]:
         """Wait until `predicate(notifies)` holds (or `timeout_s`); return the NOTIFYs seen so far."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            seen = self.notifies()
-            if predicate(seen) or time.monotonic() >= deadline:
-                return seen
-            time.sleep(0.05)
+        wait_until(lambda: predicate(self.notifies()), timeout_s, interval_s=0.05)
+        return self.notifies()
 
     def wait_state(self, state: str, *, after: int = 0, timeout_s: float = 10.0) -> bool:
         """Wait for a NOTIFY after the first `after` ones whose dialog state (or PIDF note) is `state`."""

@@ -26,6 +26,7 @@ from typing import Literal, TypeVar
 from xml.etree import ElementTree
 
 from tests.harness import ports, sipp
+from tests.harness.waiting import wait_until
 
 DtmfMethod = Literal["rfc4733", "info"]
 _TEMPLATE = sipp.SCENARIOS / "call_steps.xml"
@@ -373,12 +374,7 @@ class RingingPhone(sipp.AnsweringPhone):
 
     def wait_invited(self, count: int = 1, timeout_s: float = 10.0) -> bool:
         """Wait until this phone received at least `count` INVITEs."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.invited_calls()) < count:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        return wait_until(lambda: len(self.invited_calls()) >= count, timeout_s, interval_s=0.05)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 from tests.harness import ports
+from tests.harness.waiting import wait_until
 
 
 @dataclass
@@ -102,9 +103,7 @@ class RtpReceiver:
 
     def wait_packets(self, count: int, timeout_s: float = 10.0) -> int:
         """Wait until `count` packets arrived (or `timeout_s` passed); return the packets counted."""
-        deadline = time.monotonic() + timeout_s
-        while self.packets < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.packets >= count, timeout_s, interval_s=0.05)
         return self.packets
 
     def close(self) -> None:

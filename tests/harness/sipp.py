@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.harness import ports
+from tests.harness.waiting import wait_until
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -334,12 +335,7 @@ class AnsweringPhone:
 
     def wait_answered(self, count: int = 1, timeout_s: float = 10.0) -> bool:
         """Wait until this phone answered at least `count` calls."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.answered_calls()) < count:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        return wait_until(lambda: len(self.answered_calls()) >= count, timeout_s, interval_s=0.1)
 
     @property
     def alive(self) -> bool:

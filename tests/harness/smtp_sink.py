@@ -15,7 +15,6 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
-import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
@@ -26,6 +25,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from tests.harness import ports
+from tests.harness.waiting import wait_until
 
 # aiosmtpd's warnings about AUTH without TLS (the point here) are filtered in pyproject.toml.
 
@@ -121,9 +121,7 @@ class SmtpSink:
 
     def wait_messages(self, count: int = 1, timeout_s: float = 20.0) -> list[Received]:
         """Wait until `count` messages arrived (or `timeout_s`); return those received."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.messages()) < count and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(self.messages()) >= count, timeout_s, interval_s=0.1)
         return self.messages()
 
     def msmtprc(self, sender: str = "pbx@example.test") -> str:
