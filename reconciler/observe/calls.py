@@ -373,23 +373,3 @@ def calls_json(read: CallsRead) -> dict[str, Any]:
         "recorded": read.recorded,
         "note": read.note,
     }
-
-
-ACTIVE_CHANNELS_COMMAND = "core show channels count"
-_ACTIVE_CHANNELS = re.compile(r"^(\d+) active channels?", re.M)
-
-
-def parse_active_channels(text: str) -> int | None:
-    """`core show channels count` → the channels up now (None when the answer has no count)."""
-    match = _ACTIVE_CHANNELS.search(text)
-    return int(match[1]) if match else None
-
-
-def active_channels(channel: Any, client: Any = None) -> int | None:
-    """Channels up now, over the kept control channel (AMI) when there is one, else one exec
-    through `client`; None when neither is there or the answer has no count."""
-    if channel is not None:
-        return parse_active_channels(channel.command(ACTIVE_CHANNELS_COMMAND))
-    if client is not None:
-        return parse_active_channels(client.run(ACTIVE_CHANNELS_COMMAND)[0])
-    return None

@@ -97,7 +97,8 @@ def render_metrics(
     `totals` are the loop state's running totals (`LoopState.totals`); without them the counters
     and the histogram are counted from `history`, which can go down once the history is full.
     `calls`: call records by disposition (`observe.calls`, from the CDR database); `active_channels`:
-    `core show channels count`. Either None (not readable now): the family is there, its samples not.
+    the status's `asterisk.channels` (`core show channels concise`). Either None (not readable
+    now): the family is there, its samples not.
     """
     w = _Writer()
     if totals is None:

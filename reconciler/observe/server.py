@@ -164,18 +164,6 @@ class ServerContext:
             log.debug("call records not readable: %s", exc.message)
             return None
 
-    def active_channels(self) -> int | None:
-        """Channels up in Asterisk now (over AMI when kept, else one exec); None when unknown."""
-        module = _optional("calls")
-        if module is None:
-            return None
-        try:
-            count: int | None = module.active_channels(self.channel(), self.client)
-        except ReconcilerError as exc:
-            log.debug("active channels not readable: %s", exc.message)
-            return None
-        return count
-
 
 SIP_PROBE_TIMEOUT_S = 2.0  # under the compose health check's 5 s timeout
 
@@ -457,7 +445,7 @@ class Handler(BaseHTTPRequestHandler):
             records,
             totals=totals,
             calls=calls.counts if calls is not None else None,
-            active_channels=self.context.active_channels(),
+            active_channels=collected["asterisk"].get("channels"),  # status read them already
         )
         self._send(HTTPStatus.OK, text, "text/plain; version=0.0.4")
 

@@ -544,7 +544,7 @@ def collect_status(
         "generated_at": _iso(now),
         "container": getattr(client, "container_name", settings.container),
         "control": getattr(getattr(client, "executor", None), "kind", "docker"),
-        "asterisk": {"reachable": False, "uptime_s": None, "error": None, "hint": None},
+        "asterisk": {"reachable": False, "uptime_s": None, "channels": None, "error": None, "hint": None},
         "live": None,
         "desired": desired_info,
         "last_reconcile": records[0] if records else None,
@@ -575,7 +575,7 @@ def collect_status(
         # e.g. AsteriskCommandFailed (the exec batch broke off): the page must still render
         status["asterisk"].update(error=exc.message, hint=exc.hint)
     else:
-        status["asterisk"].update(reachable=True, uptime_s=raw["uptime_s"])
+        status["asterisk"].update(reachable=True, uptime_s=raw["uptime_s"], channels=len(raw["channels"]))
         status["transaction"] = raw["transaction"]
         status["providers"] = providers
         status["extensions"] = build_extensions(extensions, provider_names, agents, desired_state)

@@ -196,6 +196,7 @@ def test_metrics_page_parses_and_counts_the_registered_provider(watch_http: str)
     assert samples["reconciler_providers_registered"].value == 1
     assert samples["reconciler_extensions"].value == len(EXTENSIONS)
     assert samples["reconciler_asterisk_up"].value == 1
+    assert samples["asterisk_gitops_active_channels"].value == 0  # the status's count: no call up
     assert samples["reconciler_reconcile_duration_seconds_count"].value >= 1
     assert "reconciler_live_revision_info{" in text
 

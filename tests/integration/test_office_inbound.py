@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from reconciler.errors import ValidationFailed
+from reconciler.observe.status import collect_status
 from reconciler.settings import REPO_ROOT
 from tests.harness import calls, sipp
 from tests.harness.calls import Dtmf, Pause, Play
@@ -226,6 +227,8 @@ def test_a_queue_caller_hears_hold_music_and_then_reaches_a_member(office: Offic
             queue = stack.pbx.cli("queue show support")
             assert "support has 1 calls" in queue, queue
             assert "Local/4002@gitops-queue-member" in queue, queue
+            # the waiting caller is a channel up: status (and /metrics' active channels) count it
+            assert collect_status(stack.settings(), stack.client())["asterisk"]["channels"] >= 1
 
             with sipp.answering_phone("4002", stack.password("4002"), office.port) as member:
                 assert member.wait_answered(1, timeout_s=10), stack.pbx.log_tail(40)

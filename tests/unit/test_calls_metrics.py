@@ -15,12 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.asterisk.client import ExecResult
 from reconciler.errors import AsteriskUnavailable
-from reconciler.observe.calls import (
-    DISPOSITIONS,
-    CallsCache,
-    active_channels,
-    parse_active_channels,
-)
+from reconciler.observe.calls import DISPOSITIONS, CallsCache
 from reconciler.observe.metrics import render_metrics
 from reconciler.observe.server import ServerContext, make_server, serve_in_background
 from reconciler.observe.web import dashboard_html
@@ -28,7 +23,6 @@ from reconciler.settings import Settings
 from tests.harness.waiting import GENEROUS_S
 
 STATUS = {"asterisk": {"reachable": True}, "summary": {}, "providers": [], "extensions": []}
-CHANNELS = "2 active channels\n1 active call\n7 calls processed\n"
 ROWS = [
     {"calldate": "2026-12-02 10:23:43", "src": "4001", "dst": "4002", "duration": 3, "billsec": 2,
      "disposition": "ANSWERED", "uniqueid": "u1", "target": "", "provider": ""},
@@ -37,7 +31,7 @@ ROWS = [
 
 @dataclass
 class FakeClient:
-    """Answers the calls reader's steps and `core show channels count`, counting execs."""
+    """Answers the calls reader's steps, counting execs."""
 
     log_path: str = "/var/log/asterisk/messages.log"
     execs: int = 0
@@ -56,10 +50,6 @@ class FakeClient:
             else:
                 outs.append("gitops-calls: rc=0\n" + json.dumps(ROWS) + "\n")
         return ExecResult(tuple(outs), 0)
-
-    def run(self, *commands: str) -> list[str]:
-        self.execs += 1
-        return [CHANNELS for _ in commands]
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -107,18 +97,6 @@ def test_the_cache_reads_once_per_ttl_also_when_it_fails() -> None:
         with pytest.raises(AsteriskUnavailable):
             cache.get(client)
     assert client.execs == 3
-
-
-def test_active_channels_prefers_the_kept_channel() -> None:
-    class Ami:
-        def command(self, cli: str) -> str:
-            assert cli == "core show channels count"
-            return "5 active channels\n"
-
-    assert active_channels(Ami(), FakeClient()) == 5
-    assert active_channels(None, FakeClient()) == 2
-    assert active_channels(None, None) is None
-    assert parse_active_channels("No such command") is None
 
 
 @pytest.fixture
